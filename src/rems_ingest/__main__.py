@@ -1,0 +1,3 @@
+from rems_ingest.cli import main
+
+main()

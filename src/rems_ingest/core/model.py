@@ -1,0 +1,311 @@
+"""Frozen domain values for the clozapine ANC rules.
+
+Everything here is a plain value: no I/O, no clock, no globals. Clinical numbers are
+``Decimal`` cells/uL so that 1499.6 is never rounded into the normal range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+
+
+class Population(str, Enum):
+    GENERAL = "general"
+    BEN = "ben"
+
+
+class Category(str, Enum):
+    """ANC category for the patient's population (rules.md section 1)."""
+
+    NORMAL = "normal"
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"
+    BEN_NEUTROPENIA = "ben_neutropenia"
+
+
+class Frequency(str, Enum):
+    DAILY = "daily"
+    THREE_WEEKLY = "three_times_weekly"
+    WEEKLY = "weekly"
+    EVERY_2_WEEKS = "every_2_weeks"
+    MONTHLY = "monthly"
+    NONE = "none"
+
+    @property
+    def rank(self) -> int:
+        """Higher means more intensive monitoring."""
+        return _FREQ_RANK[self]
+
+
+_FREQ_RANK = {
+    Frequency.NONE: 0,
+    Frequency.MONTHLY: 1,
+    Frequency.EVERY_2_WEEKS: 2,
+    Frequency.WEEKLY: 3,
+    Frequency.THREE_WEEKLY: 4,
+    Frequency.DAILY: 5,
+}
+
+ROUTINE_INTERVALS = (Frequency.WEEKLY, Frequency.EVERY_2_WEEKS, Frequency.MONTHLY)
+
+
+class Phase(str, Enum):
+    """Monitoring episode state (rules.md section 7)."""
+
+    PRE = "pre"
+    NORMAL = "normal"
+    GP_MILD = "gp_mild"
+    GP_MOD_DAILY = "gp_moderate_daily"
+    GP_MOD_RECOVERY = "gp_moderate_recovery"
+    GP_SEV_DAILY = "gp_severe_daily"
+    GP_SEV_RECOVERY = "gp_severe_recovery"
+    POST_EPISODE_WEEKLY = "post_episode_weekly"
+    BEN_NEUT = "ben_neutropenia"
+    BEN_SEV_DAILY = "ben_severe_daily"
+    BEN_SEV_RECOVERY = "ben_severe_recovery"
+    SEV_RECOVERED_HOLD = "severe_recovered_hold"
+    DISC_MONITOR = "discontinued_monitoring"
+    CLOSED = "closed"
+
+
+HEME_HELD_PHASES = frozenset(
+    {
+        Phase.GP_MOD_DAILY,
+        Phase.GP_SEV_DAILY,
+        Phase.GP_SEV_RECOVERY,
+        Phase.BEN_SEV_DAILY,
+        Phase.BEN_SEV_RECOVERY,
+    }
+)
+
+
+class TreatmentStatus(str, Enum):
+    NOT_STARTED = "not_started"
+    ACTIVE = "active"
+    HELD_HEME = "held_heme"
+    HELD_OTHER = "held_other"
+    ON_HOLD_DECISION = "on_hold_decision"
+    DISCONTINUED = "discontinued"
+
+
+class ResultStatus(str, Enum):
+    """HL7 table 0085 (OBX-11) codes that matter to the rules."""
+
+    FINAL = "F"
+    CORRECTED = "C"
+    PRELIMINARY = "P"
+    CANNOT_OBTAIN = "X"
+    DELETED = "D"
+    WRONG = "W"
+
+    @property
+    def counts(self) -> bool:
+        """Only final and corrected results move a patient's state."""
+        return self in (ResultStatus.FINAL, ResultStatus.CORRECTED)
+
+
+class AlertKind(str, Enum):
+    """Public alert kinds (contract.md); value = routing key suffix."""
+
+    INCREASE_MONITORING = "monitoring.increased"
+    CONFIRM_REPEAT = "monitoring.confirm_repeat"
+    ROUTINE_MONITORING_RESUMED = "monitoring.restored"
+    STEPDOWN_ELIGIBLE = "monitoring.stepdown_eligible"
+    INTERRUPT_THERAPY = "therapy.interrupt"
+    EMERGENCY = "therapy.emergency"
+    RESUME_THERAPY = "therapy.resume_eligible"
+    DECISION_REQUIRED = "therapy.decision_required"
+    INITIATION_BLOCKED = "baseline.ineligible"
+    OVERDUE_LAB = "lab.overdue"
+    OVERDUE_RESOLVED = "lab.overdue_resolved"
+    DISPENSE_HOLD = "pharmacy.hold"
+    DISPENSE_RELEASE = "pharmacy.release"
+    ALERT_SUPERSEDED = "alert.superseded"
+    DATA_QUALITY = "data.quality"
+
+
+class Severity(str, Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    INFO = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientKey:
+    """PID-3 identifier (CX.1) plus assigning authority (CX.4, may be empty)."""
+
+    id: str
+    authority: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.id}^{self.authority}" if self.authority else self.id
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class AncResult:
+    """One ANC in cells/uL for a specimen; ``key`` identifies it across corrections."""
+
+    key: str
+    value: Decimal
+    observed_at: datetime
+    status: ResultStatus = ResultStatus.FINAL
+    censored: str = ""  # "<" or ">" when the lab reported a bound, e.g. "<0.1"
+    derived: bool = False
+
+    @property
+    def on(self) -> date:
+        return self.observed_at.date()
+
+
+@dataclass(frozen=True, slots=True)
+class Enroll:
+    """Patient enrolled on clozapine monitoring (prescriber-set population)."""
+
+    key: str
+    on: date
+    population: Population
+    therapy_start: date
+    baseline_anc: Decimal | None = None
+    monitoring_frequency: Frequency | None = None  # transfer from an existing clinic
+
+
+@dataclass(frozen=True, slots=True)
+class ClinicalEvent:
+    """Prescriber or clinical event (contract.md events endpoint)."""
+
+    key: str
+    type: str  # interrupt|resume|discontinue|rechallenge|override|stepdown_confirmed|fever
+    on: date
+    by: str = ""
+    rationale: str = ""
+    abrupt: bool = True
+    temperature_c: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The overdue sweep looked at this patient on ``on`` (kept so refolds replay it)."""
+
+    key: str
+    on: date
+
+
+Event = AncResult | Enroll | ClinicalEvent | Tick
+
+CLINICAL_EVENT_TYPES = frozenset(
+    {"interrupt", "resume", "discontinue", "rechallenge", "override", "stepdown_confirmed", "fever"}
+)
+
+
+def event_day(event: Event) -> date:
+    return event.on
+
+
+def event_sort_key(event: Event) -> tuple[date, int, str]:
+    """Specimen/effective order; same-day enrollment first, ticks last."""
+    if isinstance(event, AncResult):
+        return (event.on, 1, event.observed_at.isoformat())
+    if isinstance(event, Enroll):
+        return (event.on, 0, "")
+    if isinstance(event, Tick):
+        return (event.on, 3, "")
+    return (event.on, 2, "")
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class LatestAnc:
+    value: Decimal
+    on: date
+    category: Category
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientState:
+    """Everything the rules need to decide on the next event."""
+
+    enrolled: bool = False
+    population: Population = Population.GENERAL
+    baseline_anc: Decimal | None = None
+    therapy_start: date | None = None
+    phase: Phase = Phase.PRE
+    interval: Frequency = Frequency.WEEKLY
+    last_normal_interval: Frequency = Frequency.WEEKLY
+    weekly_block_count: int = 0
+    post_episode_dip: bool = False
+    pending_confirm_until: date | None = None
+    rechallenge_restricted: bool = False
+    override_rationale: str = ""
+    held_other_since: date | None = None
+    discontinued: bool = False
+    discontinued_on: date | None = None
+    next_due: date | None = None
+    latest: LatestAnc | None = None
+    pre_values: tuple[tuple[date, Decimal], ...] = ()
+    last_abnormal_on: date | None = None
+    stepdown_offered: Frequency | None = None
+    overdue_alerted_for: date | None = None
+    dispense_hold: bool = True  # nobody may dispense until the rules say so
+    version: int = 0
+
+    @property
+    def treatment(self) -> TreatmentStatus:
+        if not self.enrolled or self.phase is Phase.PRE:
+            return TreatmentStatus.NOT_STARTED
+        if self.discontinued or self.phase in (Phase.DISC_MONITOR, Phase.CLOSED):
+            return TreatmentStatus.DISCONTINUED
+        if self.phase is Phase.SEV_RECOVERED_HOLD:
+            return TreatmentStatus.ON_HOLD_DECISION
+        if self.phase in HEME_HELD_PHASES and not self.override_rationale:
+            return TreatmentStatus.HELD_HEME
+        if self.held_other_since is not None:
+            return TreatmentStatus.HELD_OTHER
+        return TreatmentStatus.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An alert the rules raise; ``cause`` names what raised it (stable across refolds)."""
+
+    kind: AlertKind
+    cause: str
+    on: date
+    severity: Severity
+    reason: str
+    detail: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.kind.value, self.cause)
+
+
+def alert_id(patient: PatientKey, kind: str, cause: str) -> str:
+    """Deterministic id: the same cause always yields the same id (consumer dedupe)."""
+    raw = f"{patient.id}\x1f{patient.authority}\x1f{kind}\x1f{cause}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the rules decided for one event."""
+
+    state: PatientState
+    alerts: tuple[Alert, ...]
+    category: Category | None
+    action: str
+    frequency: Frequency
+    next_due: date | None
+    explanation: str
+    profile: str

@@ -1,0 +1,646 @@
+"""The clozapine ANC monitoring state machine (rules.md section 7, US-label profile).
+
+``step(policy, state, event)`` is the only way a patient's state changes; ``fold`` replays a
+whole history in specimen order. Both are pure: the date comes in with the event.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+from rems_ingest.core import dispense
+from rems_ingest.core.errors import EventNotAllowed, InvalidInput
+from rems_ingest.core.model import (
+    HEME_HELD_PHASES,
+    Alert,
+    AlertKind,
+    AncResult,
+    Category,
+    ClinicalEvent,
+    Decision,
+    Enroll,
+    Event,
+    Frequency,
+    LatestAnc,
+    PatientState,
+    Phase,
+    Population,
+    ResultStatus,
+    Severity,
+    Tick,
+    TreatmentStatus,
+    event_sort_key,
+)
+from rems_ingest.core.policy import RulesPolicy
+
+MAX_PLAUSIBLE_ANC = Decimal(100_000)
+
+_SEVERITY = {
+    AlertKind.EMERGENCY: Severity.CRITICAL,
+    AlertKind.INTERRUPT_THERAPY: Severity.CRITICAL,
+    AlertKind.DECISION_REQUIRED: Severity.HIGH,
+    AlertKind.INCREASE_MONITORING: Severity.HIGH,
+    AlertKind.CONFIRM_REPEAT: Severity.HIGH,
+    AlertKind.INITIATION_BLOCKED: Severity.HIGH,
+    AlertKind.DISPENSE_HOLD: Severity.HIGH,
+    AlertKind.RESUME_THERAPY: Severity.NORMAL,
+    AlertKind.ROUTINE_MONITORING_RESUMED: Severity.NORMAL,
+    AlertKind.DISPENSE_RELEASE: Severity.NORMAL,
+    AlertKind.OVERDUE_RESOLVED: Severity.NORMAL,
+    AlertKind.STEPDOWN_ELIGIBLE: Severity.INFO,
+    AlertKind.ALERT_SUPERSEDED: Severity.NORMAL,
+    AlertKind.DATA_QUALITY: Severity.NORMAL,
+    AlertKind.OVERDUE_LAB: Severity.NORMAL,
+}
+
+_REASONS = {
+    AlertKind.EMERGENCY: "Severe neutropenia: stop clozapine, urgent evaluation, hematology consult, daily ANC",
+    AlertKind.INTERRUPT_THERAPY: "Interrupt clozapine, recommend hematology consult, daily ANC",
+    AlertKind.INCREASE_MONITORING: "Increase ANC monitoring",
+    AlertKind.CONFIRM_REPEAT: "Initial low ANC: repeat ANC within 24 hours",
+    AlertKind.ROUTINE_MONITORING_RESUMED: "ANC back in the normal range: routine monitoring interval resumes",
+    AlertKind.STEPDOWN_ELIGIBLE: "Normal ANCs through the phase: monitoring may step down (needs confirmation)",
+    AlertKind.RESUME_THERAPY: "ANC recovered: clozapine may resume",
+    AlertKind.DECISION_REQUIRED: "Recovered after severe neutropenia: prescriber must rechallenge or discontinue",
+    AlertKind.INITIATION_BLOCKED: "Baseline ANC below the start threshold: clozapine may not be started",
+    AlertKind.OVERDUE_LAB: "No ANC by the due date",
+    AlertKind.OVERDUE_RESOLVED: "A result arrived for the overdue ANC",
+    AlertKind.DISPENSE_HOLD: "Dispensing must stop",
+    AlertKind.DISPENSE_RELEASE: "Dispensing may start again",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    state: PatientState
+    decisions: tuple[Decision, ...]
+
+    @property
+    def alerts(self) -> tuple[Alert, ...]:
+        return tuple(a for d in self.decisions for a in d.alerts)
+
+
+# ---------------------------------------------------------------- categories
+
+
+def categorize(policy: RulesPolicy, population: Population, anc: Decimal) -> Category:
+    """Half-open intervals on the real value: 1499.6 is mild, never rounded up."""
+    if population is Population.BEN:
+        if anc >= policy.ben_normal:
+            return Category.NORMAL
+        if anc >= policy.ben_severe:
+            return Category.BEN_NEUTROPENIA
+        return Category.SEVERE
+    if anc >= policy.gp_normal:
+        return Category.NORMAL
+    if anc >= policy.gp_mild:
+        return Category.MILD
+    if anc >= policy.gp_moderate:
+        return Category.MODERATE
+    return Category.SEVERE
+
+
+def frequency_of(state: PatientState) -> Frequency:
+    """Monitoring frequency implied by the episode, not only by the latest value."""
+    ph = state.phase
+    if ph in (Phase.PRE, Phase.CLOSED):
+        return Frequency.NONE
+    if ph in (Phase.GP_MOD_DAILY, Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY):
+        return Frequency.DAILY
+    if ph in (
+        Phase.GP_MILD,
+        Phase.GP_MOD_RECOVERY,
+        Phase.GP_SEV_RECOVERY,
+        Phase.BEN_NEUT,
+        Phase.BEN_SEV_RECOVERY,
+    ):
+        return Frequency.THREE_WEEKLY
+    if ph in (Phase.POST_EPISODE_WEEKLY, Phase.SEV_RECOVERED_HOLD):
+        return Frequency.WEEKLY
+    return state.interval  # NORMAL, DISC_MONITOR: the routine schedule
+
+
+def action_of(state: PatientState) -> str:
+    """Short verb for the contract's ``action`` field."""
+    t = state.treatment
+    if state.phase is Phase.PRE:
+        return "baseline_required"
+    if state.phase is Phase.CLOSED:
+        return "monitoring_closed"
+    if t is TreatmentStatus.DISCONTINUED:
+        return "discontinued"
+    if t is TreatmentStatus.ON_HOLD_DECISION:
+        return "decision_required"
+    if t is TreatmentStatus.HELD_HEME:
+        return "emergency" if state.phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY) else "interrupt"
+    if t is TreatmentStatus.HELD_OTHER:
+        return "held"
+    if state.override_rationale and state.phase in HEME_HELD_PHASES:
+        return "continue_with_override"
+    if state.phase is Phase.GP_MOD_RECOVERY:
+        return "resume"
+    if state.phase in (Phase.GP_MILD, Phase.BEN_NEUT):
+        return "continue_increased_monitoring"
+    return "continue"
+
+
+def add_months(d: date, months: int) -> date:
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
+
+
+def _ben_baseline(policy: RulesPolicy, state: PatientState) -> Decimal:
+    return state.baseline_anc if state.baseline_anc is not None else policy.ben_normal
+
+
+def _recovered(policy: RulesPolicy, state: PatientState, anc: Decimal) -> bool:
+    """Discontinuation monitoring ends at ANC >= 1500 (general) or >= 1000 / baseline (BEN)."""
+    if state.population is Population.BEN:
+        return anc >= policy.ben_normal
+    return anc >= policy.gp_normal
+
+
+# ---------------------------------------------------------------- alerts
+
+
+def _alert(kind: AlertKind, cause: str, on: date, reason: str = "", severity: Severity | None = None, **detail: str) -> Alert:
+    return Alert(
+        kind=kind,
+        cause=cause,
+        on=on,
+        severity=severity or _SEVERITY[kind],
+        reason=reason or _REASONS.get(kind, kind.value),
+        detail=tuple(sorted(detail.items())),
+    )
+
+
+# ---------------------------------------------------------------- transitions
+
+
+_Transition = tuple[Phase, tuple[AlertKind, ...]]
+
+
+def _gp_transition(policy: RulesPolicy, s: PatientState, cat: Category) -> _Transition:
+    ph = s.phase
+    K = AlertKind
+    if cat is Category.SEVERE:
+        if ph is Phase.GP_SEV_DAILY:
+            return ph, ()
+        return Phase.GP_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY)
+    if cat is Category.MODERATE:
+        if ph in (Phase.NORMAL, Phase.DISC_MONITOR, Phase.POST_EPISODE_WEEKLY):
+            return Phase.GP_MOD_DAILY, (K.INTERRUPT_THERAPY, K.CONFIRM_REPEAT)
+        if ph in (Phase.GP_MILD, Phase.GP_MOD_RECOVERY):
+            return Phase.GP_MOD_DAILY, (K.INTERRUPT_THERAPY,)
+        if ph in (Phase.GP_SEV_RECOVERY, Phase.SEV_RECOVERED_HOLD):
+            return Phase.GP_SEV_DAILY, (K.INCREASE_MONITORING,)
+        return ph, ()  # GP_MOD_DAILY, GP_SEV_DAILY: the episode drives monitoring
+    if cat is Category.MILD:
+        if ph in (Phase.NORMAL, Phase.DISC_MONITOR):
+            return Phase.GP_MILD, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
+        if ph is Phase.POST_EPISODE_WEEKLY:
+            return Phase.GP_MILD, (K.INCREASE_MONITORING,)
+        if ph is Phase.GP_MOD_DAILY:
+            return Phase.GP_MOD_RECOVERY, (K.RESUME_THERAPY,)
+        if ph is Phase.GP_SEV_DAILY:
+            return Phase.GP_SEV_RECOVERY, ()
+        if ph is Phase.SEV_RECOVERED_HOLD:
+            return Phase.GP_SEV_RECOVERY, (K.INCREASE_MONITORING,)
+        return ph, ()  # GP_MILD, GP_MOD_RECOVERY, GP_SEV_RECOVERY
+    # normal
+    if ph is Phase.GP_MILD:
+        if s.post_episode_dip:
+            return Phase.POST_EPISODE_WEEKLY, ()
+        return Phase.NORMAL, (K.ROUTINE_MONITORING_RESUMED,)
+    if ph is Phase.GP_MOD_DAILY:
+        return Phase.POST_EPISODE_WEEKLY, (K.RESUME_THERAPY,)
+    if ph is Phase.GP_MOD_RECOVERY:
+        return Phase.POST_EPISODE_WEEKLY, ()
+    if ph in (Phase.GP_SEV_DAILY, Phase.GP_SEV_RECOVERY):
+        return Phase.SEV_RECOVERED_HOLD, (K.DECISION_REQUIRED,)
+    return ph, ()  # NORMAL, POST_EPISODE_WEEKLY (counted by caller), SEV_RECOVERED_HOLD
+
+
+def _ben_transition(policy: RulesPolicy, s: PatientState, cat: Category, anc: Decimal) -> _Transition:
+    ph = s.phase
+    K = AlertKind
+    if cat is Category.SEVERE:
+        if ph is Phase.BEN_SEV_DAILY:
+            return ph, ()
+        return Phase.BEN_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY)
+    if cat is Category.BEN_NEUTROPENIA:
+        if ph in (Phase.NORMAL, Phase.DISC_MONITOR):
+            return Phase.BEN_NEUT, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
+        if ph is Phase.POST_EPISODE_WEEKLY:
+            return Phase.BEN_NEUT, (K.INCREASE_MONITORING,)
+        if ph is Phase.BEN_SEV_DAILY:
+            return Phase.BEN_SEV_RECOVERY, ()
+        if ph is Phase.SEV_RECOVERED_HOLD:
+            return Phase.BEN_SEV_RECOVERY, (K.INCREASE_MONITORING,)
+        return ph, ()  # BEN_NEUT, BEN_SEV_RECOVERY
+    # normal BEN range (>= 1000)
+    if ph is Phase.BEN_NEUT:
+        return Phase.POST_EPISODE_WEEKLY, ()
+    if ph in (Phase.BEN_SEV_DAILY, Phase.BEN_SEV_RECOVERY):
+        if anc >= _ben_baseline(policy, s):
+            return Phase.SEV_RECOVERED_HOLD, (K.DECISION_REQUIRED,)
+        return Phase.BEN_SEV_RECOVERY, ()
+    return ph, ()
+
+
+def _next_due(policy: RulesPolicy, state: PatientState, on: date, confirm: bool) -> date | None:
+    freq = frequency_of(state)
+    if freq is Frequency.NONE:
+        return None
+    if confirm:
+        return on + timedelta(days=policy.days_confirm_repeat)
+    return on + timedelta(days=policy.interval_days(freq))
+
+
+def _validate_anc(event: AncResult) -> None:
+    if not isinstance(event.value, Decimal) or not event.value.is_finite():
+        raise InvalidInput(f"ANC {event.value!r} is not a number")
+    if event.value < 0:
+        raise InvalidInput(f"ANC {event.value} is negative")
+    if event.value > MAX_PLAUSIBLE_ANC:
+        raise InvalidInput(f"ANC {event.value} cells/uL is not a plausible blood ANC")
+
+
+def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[PatientState, list[Alert], str]:
+    _validate_anc(e)
+    cat = categorize(policy, s.population, e.value)
+    if e.status is ResultStatus.PRELIMINARY:
+        alerts = []
+        if cat is Category.SEVERE and s.enrolled:
+            alerts.append(
+                _alert(
+                    AlertKind.EMERGENCY,
+                    f"prelim:{e.key}",
+                    e.on,
+                    reason="PRELIMINARY severe neutropenia result: verify now; state changes only on the final result",
+                    provisional="true",
+                )
+            )
+        return s, alerts, f"preliminary {cat.value} result: state unchanged"
+    if not e.status.counts:
+        return s, [], f"result status {e.status.value} does not count"
+
+    latest = LatestAnc(value=e.value, on=e.on, category=cat, key=e.key)
+    alerts: list[Alert] = []
+    cause = f"anc:{e.key}"
+
+    if s.overdue_alerted_for is not None:
+        alerts.append(_alert(AlertKind.OVERDUE_RESOLVED, f"overdue_resolved:{s.overdue_alerted_for}", e.on))
+        s = replace(s, overdue_alerted_for=None)
+
+    if not s.enrolled or s.phase is Phase.PRE:
+        pre = (s.pre_values + ((e.on, e.value),))[-10:]
+        s = replace(s, pre_values=pre, latest=latest)
+        if not s.enrolled:
+            return s, alerts, f"{cat.value}; patient not enrolled: kept as a possible baseline"
+        s, more, why = _evaluate_baseline(policy, s, e.on, cause)
+        return s, alerts + more, why
+
+    if s.phase is Phase.CLOSED:
+        return replace(s, latest=latest), alerts, f"{cat.value}; monitoring closed"
+
+    if s.discontinued and _recovered(policy, s, e.value) and s.phase is not Phase.SEV_RECOVERED_HOLD:
+        s = replace(s, phase=Phase.CLOSED, latest=latest, next_due=None, pending_confirm_until=None)
+        return s, alerts, f"{cat.value} after discontinuation: monitoring may end"
+
+    if s.population is Population.BEN:
+        phase, kinds = _ben_transition(policy, s, cat, e.value)
+    else:
+        phase, kinds = _gp_transition(policy, s, cat)
+
+    new = replace(s, phase=phase, latest=latest, pending_confirm_until=None)
+    entering_episode = s.phase in (Phase.NORMAL, Phase.DISC_MONITOR) and phase not in (Phase.NORMAL, Phase.DISC_MONITOR)
+    if entering_episode:
+        new = replace(new, last_normal_interval=s.interval)
+    if cat is not Category.NORMAL:
+        new = replace(new, last_abnormal_on=e.on)
+    if phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY):
+        new = replace(new, rechallenge_restricted=True)
+    if phase is Phase.GP_MILD and s.phase is Phase.POST_EPISODE_WEEKLY:
+        new = replace(new, post_episode_dip=True)
+    # weekly x4 block: entering starts at 0; each further normal result counts
+    if phase is Phase.POST_EPISODE_WEEKLY:
+        if s.phase is Phase.POST_EPISODE_WEEKLY:
+            n = s.weekly_block_count + 1
+            if n >= policy.post_episode_weeks:
+                new = replace(new, phase=Phase.NORMAL, interval=s.last_normal_interval, weekly_block_count=0)
+                kinds = kinds + (AlertKind.ROUTINE_MONITORING_RESUMED,)
+            else:
+                new = replace(new, weekly_block_count=n)
+        else:
+            new = replace(new, weekly_block_count=0, post_episode_dip=False)
+    if phase is Phase.NORMAL and s.phase is not Phase.NORMAL:
+        new = replace(new, interval=s.last_normal_interval, post_episode_dip=False)
+    if new.phase not in HEME_HELD_PHASES:
+        new = replace(new, override_rationale="")
+
+    confirm = AlertKind.CONFIRM_REPEAT in kinds
+    if confirm:
+        new = replace(new, pending_confirm_until=e.on + timedelta(days=policy.days_confirm_repeat))
+    new = replace(new, next_due=_next_due(policy, new, e.on, confirm))
+
+    for kind in kinds:
+        detail: dict[str, str] = {}
+        if kind in (AlertKind.INTERRUPT_THERAPY, AlertKind.EMERGENCY) or (
+            kind is AlertKind.INCREASE_MONITORING and phase is Phase.BEN_NEUT
+        ):
+            detail["hematology_consult"] = "recommended"
+        if kind is AlertKind.RESUME_THERAPY:
+            detail["resume_when"] = "ANC >= 1000"
+        alerts.append(_alert(kind, cause, e.on, **detail))
+
+    if new.phase is Phase.NORMAL:
+        step_alert, new = _stepdown(policy, new, e.on, cause)
+        if step_alert:
+            alerts.append(step_alert)
+    why = f"{cat.value} ({e.value}/uL): {s.phase.value} -> {new.phase.value}"
+    return new, alerts, why
+
+
+def _evaluate_baseline(policy: RulesPolicy, s: PatientState, on: date, cause: str) -> tuple[PatientState, list[Alert], str]:
+    """rules.md section 3.2: GP baseline >= 1500; BEN >= 2 baselines, each >= 1000."""
+    start = on - timedelta(days=policy.baseline_window_days)
+    values = [v for d, v in s.pre_values if start <= d <= on]
+    if s.population is Population.BEN:
+        if any(v < policy.ben_normal for v in values):
+            low = min(values)
+            return s, [_alert(AlertKind.INITIATION_BLOCKED, cause, on, baseline=str(low), threshold=str(policy.ben_normal))], (
+                f"BEN baseline {low} below {policy.ben_normal}: initiation blocked"
+            )
+        if len(values) < 2:
+            return s, [], f"BEN needs 2 baseline ANCs within {policy.baseline_window_days} days; have {len(values)}"
+        baseline = s.baseline_anc if s.baseline_anc is not None else min(values)
+        s = replace(s, baseline_anc=baseline)
+    else:
+        if not values:
+            return s, [], "no baseline ANC yet"
+        if values[-1] < policy.gp_normal:
+            return s, [_alert(AlertKind.INITIATION_BLOCKED, cause, on, baseline=str(values[-1]), threshold=str(policy.gp_normal))], (
+                f"baseline {values[-1]} below {policy.gp_normal}: initiation blocked"
+            )
+    s = replace(
+        s,
+        phase=Phase.NORMAL,
+        interval=Frequency.WEEKLY,
+        last_normal_interval=Frequency.WEEKLY,
+        next_due=on + timedelta(days=policy.days_weekly),
+        pre_values=(),
+    )
+    return s, [], "baseline eligible: start clozapine, weekly ANC"
+
+
+def _stepdown(policy: RulesPolicy, s: PatientState, on: date, cause: str) -> tuple[Alert | None, PatientState]:
+    """Suggest (never impose) weekly -> every 2 weeks -> monthly (rules.md 3.1)."""
+    if s.therapy_start is None or s.treatment is not TreatmentStatus.ACTIVE:
+        return None, s
+    if s.interval is Frequency.WEEKLY:
+        target, months = Frequency.EVERY_2_WEEKS, policy.stepdown_months_q2w
+    elif s.interval is Frequency.EVERY_2_WEEKS:
+        target, months = Frequency.MONTHLY, policy.stepdown_months_monthly
+    else:
+        return None, s
+    if s.stepdown_offered is target or on < add_months(s.therapy_start, months):
+        return None, s
+    clean_since = add_months(s.therapy_start, months - 6)
+    if s.last_abnormal_on is not None and s.last_abnormal_on >= clean_since:
+        return None, s
+    a = _alert(AlertKind.STEPDOWN_ELIGIBLE, f"stepdown:{target.value}:{s.therapy_start}", on, suggested=target.value)
+    return a, replace(s, stepdown_offered=target)
+
+
+def _on_enroll(policy: RulesPolicy, s: PatientState, e: Enroll) -> tuple[PatientState, list[Alert], str]:
+    if s.enrolled:
+        raise EventNotAllowed("patient is already enrolled")
+    if e.population is Population.BEN and e.baseline_anc is not None and e.baseline_anc < policy.ben_normal:
+        raise InvalidInput(f"BEN baseline ANC {e.baseline_anc} is below {policy.ben_normal}")
+    s = replace(s, enrolled=True, population=e.population, therapy_start=e.therapy_start, baseline_anc=e.baseline_anc)
+    if e.monitoring_frequency is not None:
+        if e.monitoring_frequency not in (Frequency.WEEKLY, Frequency.EVERY_2_WEEKS, Frequency.MONTHLY):
+            raise InvalidInput("monitoring_frequency must be weekly, every_2_weeks or monthly")
+        last = s.latest.on if s.latest else e.on
+        s = replace(
+            s,
+            phase=Phase.NORMAL,
+            interval=e.monitoring_frequency,
+            last_normal_interval=e.monitoring_frequency,
+            next_due=last + timedelta(days=policy.interval_days(e.monitoring_frequency)),
+            stepdown_offered=e.monitoring_frequency if e.monitoring_frequency is not Frequency.WEEKLY else None,
+            pre_values=(),
+        )
+        return s, [], f"transferred on {e.monitoring_frequency.value} monitoring"
+    return _evaluate_baseline(policy, s, e.on, f"enroll:{e.key}")
+
+
+def _on_clinical(policy: RulesPolicy, s: PatientState, e: ClinicalEvent) -> tuple[PatientState, list[Alert], str]:
+    if not s.enrolled:
+        raise EventNotAllowed("patient is not enrolled")
+    cause = f"event:{e.key}"
+    t = s.treatment
+    if e.type == "interrupt":
+        if t is not TreatmentStatus.ACTIVE:
+            raise EventNotAllowed(f"therapy is not active (status {t.value}); nothing to interrupt")
+        return replace(s, held_other_since=e.on), [], "therapy held for a non-hematologic reason; monitoring continues"
+    if e.type == "resume":
+        return _resume(policy, s, e, cause)
+    if e.type == "discontinue":
+        if t is TreatmentStatus.DISCONTINUED:
+            raise EventNotAllowed("therapy is already discontinued")
+        s = replace(s, discontinued=True, discontinued_on=e.on, held_other_since=None, override_rationale="")
+        if s.phase in (Phase.SEV_RECOVERED_HOLD, Phase.PRE):
+            return replace(s, phase=Phase.CLOSED, next_due=None), [], "discontinued; ANC already recovered"
+        if s.phase in (Phase.NORMAL, Phase.POST_EPISODE_WEEKLY):
+            s = replace(s, phase=Phase.DISC_MONITOR, interval=frequency_of(s))
+        return s, [], "discontinued: keep monitoring until the ANC is in the normal range"
+    if e.type == "rechallenge":
+        if s.phase is not Phase.SEV_RECOVERED_HOLD:
+            raise EventNotAllowed("rechallenge is only possible after recovery from severe neutropenia, awaiting a decision")
+        if not e.rationale.strip() or not e.by.strip():
+            raise EventNotAllowed("a rechallenge must name the prescriber and give a rationale")
+        need = policy.ben_normal if s.population is Population.BEN else policy.gp_normal
+        if s.latest is None or s.latest.value < need:
+            raise EventNotAllowed(f"rechallenge blocked: latest ANC must be >= {need}")
+        s = replace(
+            s,
+            phase=Phase.NORMAL,
+            therapy_start=e.on,
+            interval=Frequency.WEEKLY,
+            last_normal_interval=Frequency.WEEKLY,
+            stepdown_offered=None,
+            last_abnormal_on=None,
+            weekly_block_count=0,
+            next_due=e.on + timedelta(days=policy.days_weekly),
+        )
+        a = _alert(AlertKind.RESUME_THERAPY, cause, e.on, reason="Rechallenge: restart as a new patient, weekly ANC", retitration_required="true", by=e.by)
+        return s, [a], "rechallenged as a new patient"
+    if e.type == "override":
+        if s.phase not in HEME_HELD_PHASES:
+            raise EventNotAllowed("an override applies only while therapy is held for neutropenia")
+        if not e.rationale.strip() or not e.by.strip():
+            raise EventNotAllowed("an override must name the prescriber and give a treatment rationale")
+        return replace(s, override_rationale=e.rationale), [], "prescriber override: continue despite neutropenia"
+    if e.type == "stepdown_confirmed":
+        if s.stepdown_offered is None or s.phase is not Phase.NORMAL or s.interval is s.stepdown_offered:
+            raise EventNotAllowed("no step-down has been suggested for this patient")
+        new_int = s.stepdown_offered
+        base = s.latest.on if s.latest else e.on
+        s = replace(s, interval=new_int, last_normal_interval=new_int, next_due=base + timedelta(days=policy.interval_days(new_int)))
+        return s, [], f"step-down confirmed: {new_int.value}"
+    if e.type == "fever":
+        return _fever(policy, s, e, cause)
+    raise InvalidInput(f"unknown event type {e.type!r}")
+
+
+def _resume(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) -> tuple[PatientState, list[Alert], str]:
+    if s.phase in HEME_HELD_PHASES and not s.override_rationale:
+        if s.phase is Phase.GP_MOD_DAILY:
+            raise EventNotAllowed(f"cannot resume: ANC has not recovered to {policy.gp_mild}")
+        raise EventNotAllowed("cannot resume after severe neutropenia: only a rechallenge decision can restart therapy")
+    if s.phase is Phase.SEV_RECOVERED_HOLD:
+        raise EventNotAllowed("after severe neutropenia only a rechallenge decision can restart therapy")
+    since = s.held_other_since or (s.discontinued_on if s.discontinued else None)
+    if since is None:
+        raise EventNotAllowed("therapy is not interrupted")
+    gap = (e.on - since).days
+    if gap < 0:
+        raise EventNotAllowed("resume date is before the interruption")
+    s = replace(s, held_other_since=None, discontinued=False, discontinued_on=None)
+    if gap >= policy.interruption_new_patient_days:
+        s = replace(s, phase=Phase.PRE, therapy_start=e.on, pre_values=(), next_due=None, stepdown_offered=None, last_abnormal_on=None)
+        a = _alert(
+            AlertKind.INCREASE_MONITORING,
+            cause,
+            e.on,
+            reason=f"Restart after {gap} days: monitor as a new patient; a new baseline ANC is required",
+            new_patient="true",
+        )
+        return s, [a], f"gap {gap} days >= {policy.interruption_new_patient_days}: new patient"
+    if s.phase in (Phase.CLOSED, Phase.DISC_MONITOR):
+        s = replace(s, phase=Phase.NORMAL)
+        if s.next_due is None:
+            s = replace(s, next_due=e.on + timedelta(days=policy.interval_days(s.interval)))
+    detail = {"retitration_required": "true"} if gap >= policy.retitration_after_days else {}
+    return s, [_alert(AlertKind.RESUME_THERAPY, cause, e.on, reason=f"Therapy resumed after {gap} days; monitoring as before", **detail)], "resumed"
+
+
+def _fever(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) -> tuple[PatientState, list[Alert], str]:
+    if e.temperature_c is None:
+        raise InvalidInput("a fever event needs temperature_c")
+    if e.temperature_c < policy.fever_threshold_c:
+        return s, [], f"temperature {e.temperature_c} below {policy.fever_threshold_c}: no action"
+    if s.discontinued or s.phase is Phase.CLOSED:
+        if s.discontinued_on is None or (e.on - s.discontinued_on).days > policy.fever_after_discontinuation_days:
+            return s, [], "fever more than 14 days after discontinuation: no ANC rule applies"
+    alerts = [_alert(AlertKind.CONFIRM_REPEAT, cause, e.on, reason=f"Fever {e.temperature_c} C: ANC required within 24 hours", fever_c=str(e.temperature_c))]
+    if s.latest is not None and s.latest.value < policy.gp_mild:
+        alerts.append(_alert(AlertKind.EMERGENCY, cause, e.on, reason=f"Fever with ANC {s.latest.value}/uL: medical emergency", fever_c=str(e.temperature_c)))
+    due = e.on + timedelta(days=1)
+    s = replace(s, next_due=min(due, s.next_due) if s.next_due else due)
+    return s, alerts, "fever: stat ANC"
+
+
+def _on_tick(policy: RulesPolicy, s: PatientState, e: Tick) -> tuple[PatientState, list[Alert], str]:
+    if not s.enrolled or s.next_due is None or s.phase in (Phase.PRE, Phase.CLOSED):
+        return s, [], "no ANC due"
+    tolerance = policy.three_weekly_overdue_tolerance_days if frequency_of(s) is Frequency.THREE_WEEKLY else 0
+    if e.on <= s.next_due + timedelta(days=tolerance) or s.overdue_alerted_for == s.next_due:
+        return s, [], "not overdue"
+    urgent = frequency_of(s) is Frequency.DAILY or s.treatment is not TreatmentStatus.ACTIVE
+    a = _alert(
+        AlertKind.OVERDUE_LAB,
+        f"overdue:{s.next_due}",
+        e.on,
+        severity=Severity.HIGH if urgent else Severity.NORMAL,
+        reason=f"No ANC since it was due on {s.next_due}",
+        due=s.next_due.isoformat(),
+    )
+    return replace(s, overdue_alerted_for=s.next_due), [a], f"overdue since {s.next_due}"
+
+
+# ---------------------------------------------------------------- public API
+
+
+def step(policy: RulesPolicy, state: PatientState, event: Event) -> Decision:
+    """Apply one event; raises EventNotAllowed / InvalidInput for what the state refuses."""
+    if isinstance(event, AncResult):
+        new, alerts, why = _on_anc(policy, state, event)
+    elif isinstance(event, Enroll):
+        new, alerts, why = _on_enroll(policy, state, event)
+    elif isinstance(event, ClinicalEvent):
+        new, alerts, why = _on_clinical(policy, state, event)
+    elif isinstance(event, Tick):
+        new, alerts, why = _on_tick(policy, state, event)
+    else:  # pragma: no cover - typing guard
+        raise InvalidInput(f"unknown event {event!r}")
+    if new.enrolled:
+        new, more = _pharmacy(policy, new, event)
+        alerts = alerts + more
+    if new != state:
+        new = replace(new, version=state.version + 1)
+    category = new.latest.category if new.latest else None
+    return Decision(
+        state=new,
+        alerts=tuple(alerts),
+        category=category,
+        action=action_of(new),
+        frequency=frequency_of(new),
+        next_due=new.next_due,
+        explanation=why,
+        profile=policy.label,
+    )
+
+
+def _pharmacy(policy: RulesPolicy, s: PatientState, event: Event) -> tuple[PatientState, list[Alert]]:
+    """Raise pharmacy.hold / pharmacy.release whenever dispense eligibility flips."""
+    check = dispense.check(policy, s, event.on)
+    if check.authorized == (not s.dispense_hold):
+        return s, []
+    kind = AlertKind.DISPENSE_RELEASE if check.authorized else AlertKind.DISPENSE_HOLD
+    cause = f"pharmacy:{event.key}"
+    a = _alert(kind, cause, event.on, reason=check.reason, code=check.code, max_days_supply=str(check.max_days_supply))
+    return replace(s, dispense_hold=not check.authorized), [a]
+
+
+def fold(policy: RulesPolicy, events: Iterable[Event]) -> Folded:
+    """Replay a history in specimen order; events a correction made impossible become no-ops."""
+    state = PatientState()
+    decisions: list[Decision] = []
+    for ev in sorted(events, key=event_sort_key):
+        try:
+            d = step(policy, state, ev)
+        except EventNotAllowed as exc:
+            if isinstance(ev, Enroll):
+                raise
+            d = Decision(state, (), state.latest.category if state.latest else None, action_of(state), frequency_of(state), state.next_due, f"ignored: {exc}", policy.label)
+        decisions.append(d)
+        state = d.state
+    return Folded(state=state, decisions=tuple(decisions))
+
+
+def diff_alerts(before: Sequence[Alert], after: Sequence[Alert]) -> tuple[list[Alert], list[Alert]]:
+    """(withdrawn, new) between two folds, by alert identity (kind, cause)."""
+    b = {a.identity: a for a in before}
+    a_ = {a.identity: a for a in after}
+    withdrawn = [x for k, x in b.items() if k not in a_ and x.kind is not AlertKind.ALERT_SUPERSEDED]
+    new = [x for k, x in a_.items() if k not in b]
+    return withdrawn, new
+
+
+def superseded_alert(old: Alert, old_id: str, on: date) -> Alert:
+    return _alert(
+        AlertKind.ALERT_SUPERSEDED,
+        f"superseded:{old_id}",
+        on,
+        reason=f"A corrected result withdrew the earlier {old.kind.value} alert",
+        superseded_alert_id=old_id,
+        superseded_kind=old.kind.value,
+    )
