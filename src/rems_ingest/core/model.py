@@ -210,15 +210,15 @@ def event_day(event: Event) -> date:
     return event.on
 
 
-def event_sort_key(event: Event) -> tuple[date, int, str]:
-    """Specimen/effective order; same-day enrollment first, ticks last."""
+def event_sort_key(event: Event) -> tuple[date, int, str, str]:
+    """Total specimen/effective order: same-day enrollment first, ticks last, key breaks ties."""
     if isinstance(event, AncResult):
-        return (event.on, 1, event.observed_at.isoformat())
+        return (event.on, 1, event.observed_at.isoformat(), event.key)
     if isinstance(event, Enroll):
-        return (event.on, 0, "")
+        return (event.on, 0, "", event.key)
     if isinstance(event, Tick):
-        return (event.on, 3, "")
-    return (event.on, 2, "")
+        return (event.on, 3, "", event.key)
+    return (event.on, 2, "", event.key)
 
 
 # ---------------------------------------------------------------- state
@@ -266,7 +266,7 @@ class PatientState:
             return TreatmentStatus.NOT_STARTED
         if self.discontinued or self.phase in (Phase.DISC_MONITOR, Phase.CLOSED):
             return TreatmentStatus.DISCONTINUED
-        if self.phase is Phase.SEV_RECOVERED_HOLD:
+        if self.phase is Phase.SEV_RECOVERED_HOLD and not self.override_rationale:
             return TreatmentStatus.ON_HOLD_DECISION
         if self.phase in HEME_HELD_PHASES and not self.override_rationale:
             return TreatmentStatus.HELD_HEME

@@ -341,8 +341,8 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
             new = replace(new, weekly_block_count=0, post_episode_dip=False)
     if phase is Phase.NORMAL and s.phase is not Phase.NORMAL:
         new = replace(new, interval=s.last_normal_interval, post_episode_dip=False)
-    if new.phase not in HEME_HELD_PHASES:
-        new = replace(new, override_rationale="")
+    if new.phase not in HEME_HELD_PHASES and new.phase is not Phase.SEV_RECOVERED_HOLD:
+        new = replace(new, override_rationale="")  # the episode is over; a new one needs a new rationale
 
     confirm = AlertKind.CONFIRM_REPEAT in kinds
     if confirm:
@@ -483,7 +483,7 @@ def _on_clinical(policy: RulesPolicy, s: PatientState, e: ClinicalEvent) -> tupl
         a = _alert(AlertKind.RESUME_THERAPY, cause, e.on, reason="Rechallenge: restart as a new patient, weekly ANC", retitration_required="true", by=e.by)
         return s, [a], "rechallenged as a new patient"
     if e.type == "override":
-        if s.phase not in HEME_HELD_PHASES:
+        if s.phase not in HEME_HELD_PHASES and s.phase is not Phase.SEV_RECOVERED_HOLD:
             raise EventNotAllowed("an override applies only while therapy is held for neutropenia")
         if not e.rationale.strip() or not e.by.strip():
             raise EventNotAllowed("an override must name the prescriber and give a treatment rationale")
