@@ -1,0 +1,82 @@
+"""ACK/NAK building (hl7.md section 3): swap sender/receiver, MSA-2 = MSH-10, ERR by version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+from rems_ingest.hl7v2.extract import Header
+from rems_ingest.hl7v2.message import Delimiters, escape
+
+_ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrDetail:
+    code: int  # HL7 table 0357
+    text: str  # table text, e.g. "Required field missing"
+    location: str = ""  # "PID^1^3"
+    severity: str = "E"  # E error, W warning, I information
+    message: str = ""  # ERR-8 user message (never PHI)
+
+
+def _ts(now: datetime) -> str:
+    off = now.strftime("%z")
+    return now.strftime("%Y%m%d%H%M%S") + off
+
+
+def build_ack(
+    header: Header | None,
+    code: str,
+    *,
+    control_id: str,
+    now: datetime,
+    text: str = "",
+    errors: Sequence[ErrDetail] = (),
+    application: str = "REMS_INGEST",
+    facility: str = "",
+) -> str:
+    """One ACK message (segments joined by CR, no MLLP framing).
+
+    Enhanced mode (MSH-15/16 valued) answers with the commit codes CA/CE/CR.
+    """
+    d = header.delimiters if header else Delimiters()
+    fs, cs = d.field, d.component
+    enc = f"{d.component}{d.repetition}{d.escape}{d.subcomponent}"
+    if header and header.enhanced:
+        code = _ENHANCED.get(code, code)
+    version = header.version if header and header.version else "2.5.1"
+    trigger = header.trigger if header and header.trigger else "R01"
+    msg_type = f"ACK{cs}{trigger}" if version.startswith("2.3") else f"ACK{cs}{trigger}{cs}ACK"
+    msh = [
+        "MSH",
+        enc,
+        header.receiving_app if header and header.receiving_app else application,
+        header.receiving_facility if header and header.receiving_facility else facility,
+        header.sending_app if header else "",
+        header.sending_facility if header else "",
+        _ts(now),
+        "",
+        msg_type,
+        control_id,
+        header.processing_id if header and header.processing_id else "P",
+        version,
+    ]
+    segs = [fs.join(msh)]
+    msa = ["MSA", code, header.control_id if header else ""]
+    if text:
+        msa.append(escape(text, d))
+    segs.append(fs.join(msa))
+    modern = version not in ("2.3", "2.3.1", "2.4")
+    for e in errors:
+        table = f"{e.code}{cs}{escape(e.text, d)}{cs}HL70357"
+        if modern:
+            err = ["ERR", "", e.location.replace("^", cs), table, e.severity, "", "", "", escape(e.message, d)]
+        else:
+            loc = e.location.split("^") + ["", "", ""]
+            sub = d.subcomponent
+            eld = cs.join(loc[:3] + [f"{e.code}{sub}{escape(e.text, d)}{sub}HL70357"])
+            err = ["ERR", eld]
+        segs.append(fs.join(err).rstrip(fs))
+    return "\r".join(segs) + "\r"

@@ -1,0 +1,136 @@
+"""Which OBX is a blood ANC, a neutrophil %, a band count or a WBC (hl7.md section 5), and units.
+
+Data, not logic: LOINC codes checked against hl7.md 5.1; local codes are configurable.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+
+
+class Role(str, Enum):
+    ANC = "anc"  # neutrophils #/volume, segs + bands
+    SEGS_ABS = "segs_abs"  # segmented neutrophils #/volume (excludes bands)
+    BANDS_ABS = "bands_abs"
+    NEUT_PCT = "neut_pct"  # neutrophils % (automated: includes bands the analyzer counts)
+    SEGS_PCT = "segs_pct"
+    BANDS_PCT = "bands_pct"
+    NEUT_FRACTION = "neut_fraction"  # 71676-1: decimal fraction, no unit
+    WBC = "wbc"
+    NOT_BLOOD = "not_blood"
+
+
+LOINC: dict[str, Role] = {
+    "751-8": Role.ANC,
+    "753-4": Role.ANC,
+    "26499-4": Role.ANC,
+    "752-6": Role.ANC,  # deprecated, still sent by old interfaces
+    "768-2": Role.SEGS_ABS,
+    "30451-9": Role.SEGS_ABS,
+    "763-3": Role.BANDS_ABS,
+    "26507-4": Role.BANDS_ABS,
+    "30229-9": Role.BANDS_ABS,
+    "770-8": Role.NEUT_PCT,
+    "23761-0": Role.NEUT_PCT,
+    "26511-6": Role.NEUT_PCT,
+    "769-0": Role.SEGS_PCT,
+    "26505-8": Role.SEGS_PCT,
+    "764-1": Role.BANDS_PCT,
+    "26508-2": Role.BANDS_PCT,
+    "35332-6": Role.BANDS_PCT,
+    "71676-1": Role.NEUT_FRACTION,
+    "6690-2": Role.WBC,
+    "26464-8": Role.WBC,
+    "804-5": Role.WBC,
+    "33256-9": Role.WBC,
+    "12227-5": Role.WBC,
+    "49498-9": Role.WBC,
+    # body fluid / CSF neutrophils are not a blood ANC
+    "32709-8": Role.NOT_BLOOD,
+    "26502-5": Role.NOT_BLOOD,
+    "754-2": Role.NOT_BLOOD,
+    "758-3": Role.NOT_BLOOD,
+    "35013-2": Role.NOT_BLOOD,
+    "35014-0": Role.NOT_BLOOD,
+    "35015-7": Role.NOT_BLOOD,
+}
+
+# Preferred WBC when several are reported: nRBC-corrected first (hl7.md 5.4).
+WBC_PREFERENCE = ["33256-9", "12227-5", "6690-2", "26464-8", "804-5", "49498-9"]
+
+DEFAULT_LOCAL_CODES: dict[str, Role] = {
+    **{k: Role.ANC for k in ["ANC", "ABS NEUT", "ABSNEUT", "ABSNEU", "NEUTABS", "NEUT ABS", "NEUT#", "NEU#", "NE#", "NEUT #",
+                              "NEUTRO ABS", "NEUTROPHILS, ABSOLUTE", "ABSOLUTE NEUTROPHILS", "ABSOLUTE NEUTROPHIL COUNT"]},
+    **{k: Role.NEUT_PCT for k in ["NEUT%", "NEU%", "NE%", "NEUT %"]},
+    **{k: Role.WBC for k in ["WBC"]},
+}
+
+# A neutrophil LOINC whose label names another cell type is suspect (3-part analyzers).
+_OTHER_CELL = re.compile(r"\b(LYM|LYMPH|MON|MONO|EOS|BAS|BASO|MID|MXD|GRA|GRAN)", re.I)
+
+
+def label_disagrees(label: str) -> bool:
+    return bool(label) and bool(_OTHER_CELL.search(label)) and "NEUT" not in label.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class CodeMap:
+    """LOINC plus site-configured local codes."""
+
+    local: dict[str, Role] = field(default_factory=lambda: dict(DEFAULT_LOCAL_CODES))
+
+    def classify(self, comps: list[str]) -> tuple[Role | None, str, str, str]:
+        """(role, code, coding system, label) from OBX-3's two CE triplets (LOINC may sit in either)."""
+        c = comps + [""] * (6 - len(comps))
+        for code, label, system in ((c[0], c[1], c[2]), (c[3], c[4], c[5])):
+            if system.upper() in ("LN", "LOINC") and code.strip() in LOINC:
+                return LOINC[code.strip()], code.strip(), "LN", label
+        for code, label, system in ((c[0], c[1], c[2]), (c[3], c[4], c[5])):
+            for candidate in (code, label):
+                role = self.local.get(candidate.strip().upper())
+                if role is not None:
+                    return role, code.strip(), system or "L", label
+        return None, c[0], c[2], c[1]
+
+
+# ---------------------------------------------------------------- units
+
+_UNIT_FACTORS: dict[str, Decimal] = {}
+for _u in ["10*3/ul", "10^3/ul", "10e3/ul", "10(3)/ul", "10x3/ul", "10s3/ul", "k/ul", "k/mm3", "k/cumm", "thou/ul",
+           "thousand/ul", "th/ul", "th/cumm", "th/mm3", "thou/mm3", "thous/ul", "1000/ul", "10^3/mm3", "10**3/mm**3",
+           "10*3/mm3", "10*9/l", "10^9/l", "10e9/l", "10e+09/l", "10e+9/l", "10(9)/l", "g/l", "/nl", "10*9/1", "e9/l"]:
+    _UNIT_FACTORS[_u] = Decimal(1000)
+for _u in ["/ul", "/mm3", "/cumm", "/cmm", "ul", "mm3", "10*6/l", "10^6/l"]:
+    _UNIT_FACTORS[_u] = Decimal(1)
+
+PERCENT = "%"
+
+
+def normalise_unit(unit: str) -> str:
+    u = unit.strip().lower().replace("µ", "u").replace("μ", "u").replace("mcl", "ul").replace(" ", "")
+    u = u.replace("cells", "").replace("cell", "").replace("#", "")
+    if u.startswith("x"):
+        u = u[1:]
+    return u
+
+
+def unit_factor(unit: str) -> Decimal | str | None:
+    """Multiplier to cells/uL, the string '%' for a percentage, or None if unknown."""
+    u = normalise_unit(unit)
+    if u in ("%", "percent", "pct"):
+        return PERCENT
+    return _UNIT_FACTORS.get(u)
+
+
+def resolve_unit(field_value: str, component_sep: str = "^") -> tuple[Decimal | str | None, str]:
+    """(factor, unit text) from OBX-6, leniently: senders write ``10^9/L`` unescaped, which
+    splits into components, so try the whole field before its CE components."""
+    comps = field_value.split(component_sep)
+    for candidate in [field_value, *comps[:2]]:
+        f = unit_factor(candidate)
+        if f is not None:
+            return f, candidate.strip()
+    return None, comps[0].strip()

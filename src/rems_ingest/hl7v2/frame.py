@@ -1,0 +1,70 @@
+"""One MLLP frame's bytes -> per-message parse results (pure; the service decides and stores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from rems_ingest.hl7v2.codes import CodeMap
+from rems_ingest.hl7v2.decode import DEFAULT_MAX_SEGMENTS, decode
+from rems_ingest.hl7v2.errors import Hl7Error, Unparseable
+from rems_ingest.hl7v2.extract import Extraction, Header, check_header, extract, read_header, split_messages
+from rems_ingest.hl7v2.message import delimiters_of, segments
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """A message ready for the service (``extraction``), or rejected (``error``), or an ACK to drop."""
+
+    text: str
+    charset: str
+    header: Header | None
+    extraction: Extraction | None = None
+    error: Hl7Error | None = None
+    is_ack: bool = False
+
+
+def _header_only(text: str) -> Header | None:
+    try:
+        d = delimiters_of(text)
+        first = segments(text.split("\r", 1)[0], d)
+        return read_header(first[0], d) if first else None
+    except Hl7Error:
+        return None
+
+
+def parse_frame(
+    raw: bytes,
+    *,
+    default_charset: str = "utf-8",
+    processing_ids: Iterable[str] = ("P",),
+    max_segments: int = DEFAULT_MAX_SEGMENTS,
+    code_map: CodeMap | None = None,
+    extractor: Callable[[str, CodeMap | None], Extraction] = extract,
+) -> list[ParsedMessage]:
+    """Never raises for bad input: every problem becomes a ``ParsedMessage.error``."""
+    try:
+        decoded = decode(raw, default_charset, max_segments)
+    except Hl7Error as exc:
+        text = raw[:2048].decode("latin-1")
+        return [ParsedMessage(text="", charset=default_charset, header=_header_only(text), error=exc)]
+    out = []
+    for text in split_messages(decoded.text):
+        header = _header_only(text)
+        if header is None:
+            out.append(ParsedMessage(text, decoded.charset, None, error=Unparseable("invalid or missing MSH segment", "MSH^1")))
+            continue
+        if header.message_type == "ACK":
+            out.append(ParsedMessage(text, decoded.charset, header, is_ack=True))
+            continue
+        try:
+            check_header(header, processing_ids)
+            extraction = extractor(text, code_map)
+        except Hl7Error as exc:
+            out.append(ParsedMessage(text, decoded.charset, header, error=exc))
+            continue
+        except (RecursionError, ValueError, IndexError, ArithmeticError) as exc:
+            out.append(ParsedMessage(text, decoded.charset, header, error=Unparseable(f"message could not be read ({type(exc).__name__})")))
+            continue
+        out.append(ParsedMessage(text, decoded.charset, header, extraction=extraction))
+    return out

@@ -1,0 +1,59 @@
+"""Every fixture gives its expected extraction; the fast path equals python-hl7's."""
+
+from __future__ import annotations
+
+import pytest
+
+from rems_ingest.hl7v2.frame import parse_frame
+from rems_ingest.hl7v2.reference import extract_reference
+from tests.fixtures import Expected, expected_table
+
+TABLE = expected_table()
+
+
+def _observed(e: Expected) -> tuple[list, list[int], list[str]]:
+    msgs = parse_frame(e.raw)
+    obs, issues, acks = [], [], []
+    for m in msgs:
+        if m.is_ack:
+            continue
+        if m.error is not None:
+            acks.append(f"{m.error.ack_code}:{m.error.err_code}")
+            continue
+        assert m.extraction is not None
+        acks.append("CA" if m.header and m.header.enhanced else "AA")
+        obs += [(str(o.patient), o.anc, o.status.value, o.derived, o.censored) for o in m.extraction.observations]
+        issues += [i.code for i in m.extraction.issues]
+    return obs, issues, acks
+
+
+def test_the_corpus_has_at_least_25_messages() -> None:
+    assert len(TABLE) >= 25
+
+
+@pytest.mark.parametrize("e", TABLE, ids=[e.file for e in TABLE])
+def test_fixture_extraction(e: Expected) -> None:
+    obs, issues, acks = _observed(e)
+
+    assert e.observations == obs
+    assert e.issue_codes == issues
+    assert e.acks == acks
+
+
+@pytest.mark.parametrize("e", [e for e in TABLE if e.acks and all(a in ("AA", "CA") for a in e.acks)], ids=lambda e: e.file)
+def test_fast_extraction_equals_python_hl7_reference(e: Expected) -> None:
+    for m in parse_frame(e.raw):
+        fast = m.extraction
+        assert fast is not None
+
+        assert fast == extract_reference(m.text)
+
+
+def test_no_phi_in_rejection_text() -> None:
+    """Error texts go into logs and NAKs: they must never carry names or values."""
+    for e in TABLE:
+        for m in parse_frame(e.raw):
+            texts = [m.error.text] if m.error else [i.reason for i in (m.extraction.issues if m.extraction else ())]
+            for t in texts:
+                for phi in ("DOE", "JANE", "MÜLLER", "PEÑA", "19800101", "Smith"):
+                    assert phi not in t
