@@ -1,0 +1,157 @@
+"""Outbox relay: claim rows -> publish with confirms -> mark sent only after the broker's Ack.
+
+Alerts wait safely in the outbox while the broker is down; the listener keeps ACKing.
+A publish that times out, is returned (unroutable) or nacked stays in the outbox and is
+retried with back-off. Delivery is at-least-once; consumers dedupe on ``message_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractConnection, AbstractExchange
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+
+from rems_ingest.adapters.amqp.topology import Topology, declare
+from rems_ingest.adapters.db.repository import OutboxRow, Repository
+from rems_ingest.adapters.db.store import Store
+from rems_ingest.observability import metrics
+
+log = structlog.get_logger("rems_ingest.relay")
+
+RETRYABLE = tuple(CONNECTION_EXCEPTIONS) + (asyncio.TimeoutError, ConnectionError, OSError, aiormq.exceptions.AMQPError)
+
+
+def _utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class OutboxRelay:
+    store: Store
+    url: str | None
+    topology: Topology = field(default_factory=Topology)
+    batch: int = 500
+    publish_timeout: float = 10.0
+    lease_seconds: float = 60.0
+    poll_interval: float = 0.5
+    max_backoff: float = 300.0
+    clock: Callable[[], datetime] = _utc
+
+    def __post_init__(self) -> None:
+        self.connected = False
+        self._wake = asyncio.Event()
+        self._conn: AbstractConnection | None = None
+        self._exchange: AbstractExchange | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.url:
+            log.warning("relay_disabled", reason="no broker configured: alerts are held in the outbox")
+            await stop.wait()
+            return
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await self._connect()
+                delay = 0.5
+                await self._pump(stop)
+            except RETRYABLE as exc:
+                metrics.PUBLISH_FAILURES.labels("connection").inc()
+                log.warning("relay_broker_unavailable", error=type(exc).__name__, retry_in=round(delay, 1))
+            finally:
+                await self._disconnect()
+            if stop.is_set():
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(30.0, delay * 2) * random.uniform(0.8, 1.2)  # exponential back-off with jitter
+
+    async def _connect(self) -> None:
+        assert self.url
+        self._conn = await asyncio.wait_for(aio_pika.connect(self.url, timeout=10), 15)
+        channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        self._exchange = await declare(channel, self.topology)
+        self.connected = True
+        log.info("relay_connected")
+
+    async def _disconnect(self) -> None:
+        self.connected = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+    async def _pump(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            sent = await self.drain_once()
+            if sent == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def drain_once(self) -> int:
+        """Claim one batch and publish it; raises on a broken connection (rows stay pending)."""
+        now = self.clock()
+        lease = (now + timedelta(seconds=self.lease_seconds)).isoformat()
+        rows = await self.store.write(lambda c: Repository(c).claim(self.batch, now.isoformat(), lease))
+        await self._update_backlog()
+        if not rows:
+            return 0
+        results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
+        ok = [r.id for r, res in zip(rows, results) if res is None]
+        failed = [(r, res) for r, res in zip(rows, results) if res is not None]
+        now = self.clock()
+
+        def mark(conn: object) -> None:
+            repo = Repository(conn)  # type: ignore[arg-type]
+            repo.mark_published(ok, now.isoformat())
+            for r, exc in failed:
+                backoff = min(self.max_backoff, 2 ** min(r.attempts, 12))
+                repo.mark_failed([r.id], type(exc).__name__, (now + timedelta(seconds=backoff)).isoformat())
+
+        await self.store.write(mark)
+        metrics.PUBLISHED.inc(len(ok))
+        for _, exc in failed:
+            metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()
+        if failed:
+            log.warning("relay_publish_failed", failed=len(failed), published=len(ok), error=type(failed[0][1]).__name__)
+            broken = [exc for _, exc in failed if isinstance(exc, RETRYABLE) and not isinstance(exc, (DeliveryError, PublishError))]
+            if broken:
+                raise broken[0]
+        return len(ok)
+
+    async def _publish(self, row: OutboxRow) -> None:
+        assert self._exchange is not None
+        message = aio_pika.Message(
+            body=row.payload.encode("utf-8"),
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=row.alert_id,
+            headers={"x-alert-id": row.alert_id, "x-schema": "rems.alert/1"},
+        )
+        await self._exchange.publish(message, routing_key=row.routing_key, mandatory=True, timeout=self.publish_timeout)
+
+    async def _update_backlog(self) -> None:
+        count, oldest = await self.store.aread(lambda c: Repository(c).outbox_stats())
+        metrics.OUTBOX_BACKLOG.set(count)
+        if oldest:
+            metrics.OUTBOX_OLDEST_AGE.set(max(0.0, (self.clock() - datetime.fromisoformat(oldest)).total_seconds()))
+        else:
+            metrics.OUTBOX_OLDEST_AGE.set(0)

@@ -1,0 +1,89 @@
+"""Core values <-> JSON-safe dicts for the store (Decimal and dates as strings, enums by value)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, get_type_hints
+
+from rems_ingest.core import model
+
+_EVENT_TYPES: dict[str, type] = {
+    "anc": model.AncResult,
+    "enroll": model.Enroll,
+    "clinical": model.ClinicalEvent,
+    "tick": model.Tick,
+}
+_TYPE_NAMES = {v: k for k, v in _EVENT_TYPES.items()}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Enum):
+        return v.value
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _typed(tp: Any, v: Any) -> Any:
+    if v is None:
+        return None
+    origin = getattr(tp, "__args__", None)
+    if origin and type(None) in origin:  # X | None
+        tp = next(a for a in origin if a is not type(None))
+    if isinstance(tp, type):
+        if issubclass(tp, Enum):
+            return tp(v)
+        if tp is Decimal:
+            return Decimal(v)
+        if tp is datetime:
+            return datetime.fromisoformat(v)
+        if tp is date:
+            return date.fromisoformat(v)
+        if dataclasses.is_dataclass(tp):
+            return _from(tp, v)
+    if getattr(tp, "__origin__", None) is tuple:
+        args = tp.__args__
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_typed(args[0], x) for x in v)
+        return tuple(_typed(a, x) for a, x in zip(args, v))
+    return v
+
+
+def _from(cls: type, data: dict[str, Any]) -> Any:
+    hints = get_type_hints(cls, vars(model))
+    return cls(**{k: _typed(hints[k], v) for k, v in data.items() if k in hints})
+
+
+def dump_state(state: model.PatientState) -> str:
+    return json.dumps(_plain(state), separators=(",", ":"))
+
+
+def load_state(text: str | None) -> model.PatientState:
+    return model.PatientState() if not text else _from(model.PatientState, json.loads(text))
+
+
+def dump_event(event: model.Event) -> str:
+    return json.dumps({"t": _TYPE_NAMES[type(event)], **_plain(event)}, separators=(",", ":"))
+
+
+def load_event(text: str) -> model.Event:
+    data = json.loads(text)
+    return _from(_EVENT_TYPES[data.pop("t")], data)  # type: ignore[no-any-return]
+
+
+def dump_alert(alert: model.Alert) -> str:
+    return json.dumps(_plain(alert), separators=(",", ":"))
+
+
+def load_alert(text: str) -> model.Alert:
+    return _from(model.Alert, json.loads(text))  # type: ignore[no-any-return]

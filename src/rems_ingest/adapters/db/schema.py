@@ -1,0 +1,119 @@
+"""One schema for SQLite and PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrement needs INTEGER PRIMARY KEY
+
+schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
+
+inbound_message = Table(
+    "inbound_message",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(64), nullable=False, unique=True),  # sha256(MSH-3, MSH-4, MSH-10, content)
+    Column("sending_app", String(200), nullable=False),
+    Column("sending_facility", String(200), nullable=False),
+    Column("control_id", String(200), nullable=False),
+    Column("received_at", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # PROCESSED | FILTERED | ERROR
+    Column("ack_code", String(2), nullable=False),
+    Column("ack_detail", Text, nullable=False),  # JSON list of ERR details, replayed for a resend
+    Column("charset", String(20), nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+)
+
+observation = Table(
+    "observation",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("message_id", BigInteger, nullable=False, index=True),
+    Column("patient_pk", BigInteger, nullable=False, index=True),
+    Column("result_key", String(400), nullable=False),
+    Column("anc_per_ul", String(40), nullable=False),
+    Column("status", String(1), nullable=False),
+    Column("observed_at", String(40), nullable=False),
+    Column("code", String(80), nullable=False),
+    Column("code_system", String(40), nullable=False),
+    Column("original_value", String(80), nullable=False),
+    Column("original_unit", String(80), nullable=False),
+    Column("derived", Boolean, nullable=False),
+    Column("censored", String(2), nullable=False),
+)
+
+patient = Table(
+    "patient",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("patient_id", String(200), nullable=False),
+    Column("authority", String(200), nullable=False),
+    Column("enrolled", Boolean, nullable=False, default=False),
+    Column("prescriber_id", String(200), nullable=False, default=""),
+    Column("pharmacy_id", String(200), nullable=False, default=""),
+    Column("state", Text, nullable=False),
+    Column("version", Integer, nullable=False, default=0),
+    Column("last_sort_key", String(120), nullable=False, default=""),
+    Column("next_due", String(10), nullable=True),
+    Column("updated_at", String(40), nullable=False),
+    UniqueConstraint("patient_id", "authority", name="uq_patient_key"),
+)
+Index("ix_patient_due", patient.c.enrolled, patient.c.next_due)
+
+patient_event = Table(
+    "patient_event",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("patient_pk", BigInteger, nullable=False),
+    Column("event_key", String(400), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("recorded_at", String(40), nullable=False),
+    UniqueConstraint("patient_pk", "event_key", name="uq_patient_event"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("alert_id", String(64), nullable=False, unique=True),
+    Column("patient_pk", BigInteger, nullable=True, index=True),
+    Column("kind", String(60), nullable=False),
+    Column("cause", String(500), nullable=False),
+    Column("alert", Text, nullable=False),  # the core Alert, for refold diffs
+    Column("routing_key", String(80), nullable=False),
+    Column("payload", Text, nullable=False),  # the published JSON body
+    Column("state_version", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("withdrawn", Boolean, nullable=False, default=False),
+    Column("published_at", String(40), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", String(40), nullable=False),
+    Column("claimed_until", String(40), nullable=True),
+    Column("last_error", String(200), nullable=True),
+)
+Index("ix_outbox_pending", outbox.c.published_at, outbox.c.id)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("at", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(60), nullable=False),
+    Column("patient_pk", BigInteger, nullable=True),
+    Column("detail", Text, nullable=False),
+)

@@ -1,0 +1,180 @@
+"""The store: one writer thread with group commit, plus read-only connections.
+
+Every write is a job run inside a transaction on the writer thread. Jobs that arrive
+together share one transaction (one fsync); each caller is answered only after that commit.
+If a shared transaction fails, its jobs are retried one by one so one bad job cannot fail
+the others. SQLite runs WAL + synchronous=FULL with BEGIN IMMEDIATE; PostgreSQL uses
+row locks (SELECT ... FOR UPDATE) so several daemons can share one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import structlog
+from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+
+from rems_ingest.adapters.db import schema
+
+T = TypeVar("T")
+log = structlog.get_logger("rems_ingest.store")
+
+
+class StoreError(Exception):
+    """The store could not run a transaction (disk full, locked, unreachable)."""
+
+
+@dataclass
+class _Job:
+    fn: Callable[[Connection], Any]
+    future: Future[Any]
+
+
+_STOP = object()
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        return Path(url[len("sqlite:///") :])
+    return None
+
+
+def make_engine(url: str, *, writer: bool) -> Engine:
+    if url.startswith("sqlite"):
+        path = _sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=1 if writer else 4, max_overflow=0 if writer else 8)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # we ACK on commit: survive OS crash too
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return create_engine(url, pool_size=2 if writer else 5, max_overflow=0 if writer else 10, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str, *, group_max: int = 256) -> None:
+        self.url = url
+        self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self.group_max = group_max
+        self._writer = make_engine(url, writer=True)
+        self._reader = make_engine(url, writer=False)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def migrate(self) -> None:
+        """Create the schema (idempotent) and record its version."""
+        with self._writer.begin() as conn:
+            schema.metadata.create_all(conn)
+            current = conn.execute(select(schema.schema_version.c.version)).scalar()
+            if current is None:
+                conn.execute(insert(schema.schema_version).values(version=schema.SCHEMA_VERSION))
+            elif current > schema.SCHEMA_VERSION:
+                raise StoreError(f"database schema {current} is newer than this daemon ({schema.SCHEMA_VERSION})")
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rems-store-writer", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._writer.dispose()
+        self._reader.dispose()
+
+    # ------------------------------------------------------------ API
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in a write transaction; returns after the commit (or raises)."""
+        if self._thread is None:
+            raise StoreError("store is not started")
+        fut: Future[T] = Future()
+        self._queue.put(_Job(fn, fut))
+        return await asyncio.wrap_future(fut)
+
+    def write_sync(self, fn: Callable[[Connection], T]) -> T:
+        with self._writer.begin() as conn:
+            return fn(conn)
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        with self._reader.connect() as conn:
+            return fn(conn)
+
+    async def aread(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.to_thread(self.read, fn)
+
+    def ping(self) -> bool:
+        try:
+            with self._reader.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - readiness probe: any failure means not ready
+            return False
+
+    # ------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self.group_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        if len(batch) > 1:
+            try:
+                with self._writer.begin() as conn:
+                    results = [job.fn(conn) for job in batch]
+            except Exception:  # noqa: BLE001 - fall back to one transaction per job below
+                pass
+            else:
+                for job, result in zip(batch, results):
+                    job.future.set_result(result)
+                return
+        for job in batch:
+            try:
+                with self._writer.begin() as conn:
+                    result = job.fn(conn)
+            except OperationalError as exc:
+                log.error("store_transaction_failed", error=type(exc).__name__)
+                job.future.set_exception(StoreError("the store could not commit the transaction"))
+            except Exception as exc:  # noqa: BLE001 - domain errors travel back to the caller
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)

@@ -1,0 +1,168 @@
+"""asyncio MLLP listener: one message in flight per connection, bounded everything.
+
+Limits (frame size, connections, idle and per-frame deadlines, allow-list) are enforced
+here; every hit is logged and counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import structlog
+
+from rems_ingest.adapters.mllp.framing import Frame, FrameDecoder, Junk, Oversize, frame
+from rems_ingest.observability import metrics
+
+log = structlog.get_logger("rems_ingest.mllp")
+
+
+class FrameHandler(Protocol):
+    """What the listener calls: the ingest service, or an in-process sink in tests."""
+
+    async def handle_frame(self, payload: bytes, peer: str) -> bytes | None: ...
+
+    def reject_oversize(self, head: bytes) -> bytes | None: ...
+
+
+@dataclass
+class Limits:
+    max_frame_bytes: int = 1 << 20
+    max_connections: int = 256
+    idle_timeout: float = 300.0
+    frame_timeout: float = 60.0
+    allow: Sequence[str] = ("0.0.0.0/0", "::/0")
+
+
+@dataclass
+class MllpServer:
+    handler: FrameHandler
+    host: str = "127.0.0.1"
+    port: int = 2575
+    limits: Limits = field(default_factory=Limits)
+    ssl_context: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        self._server: asyncio.base_events.Server | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = False
+        self._ids = itertools.count(1)
+        self._nets = [ipaddress.ip_network(n, strict=False) for n in self.limits.allow]
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, self.host, self.port, ssl=self.ssl_context, limit=1 << 16, backlog=512)
+        log.info("mllp_listening", host=self.host, port=self.bound_port, tls=self.ssl_context is not None)
+
+    def _allowed(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip.split("%")[0])
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return any(addr in n for n in self._nets if n.version == addr.version)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peername = writer.get_extra_info("peername") or ("?", 0)
+        peer = f"{peername[0]}:{peername[1]}"
+        cid = next(self._ids)
+        if not self._allowed(str(peername[0])):
+            metrics.LIMIT_HITS.labels("allow_list").inc()
+            log.warning("mllp_connection_refused", reason="not in allow-list", peer_ip=peername[0])
+            writer.close()
+            return
+        if len(self._conns) >= self.limits.max_connections or self._stopping:
+            metrics.LIMIT_HITS.labels("max_connections").inc()
+            log.warning("mllp_connection_refused", reason="connection limit", open=len(self._conns))
+            writer.close()
+            return
+        self._conns.add(task)
+        self._writers.add(writer)
+        metrics.OPEN_CONNECTIONS.inc()
+        with structlog.contextvars.bound_contextvars(connection_id=cid, peer=peer):
+            try:
+                await self._serve(reader, writer, peer)
+            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+                log.info("mllp_connection_lost", error=type(exc).__name__)
+            finally:
+                metrics.OPEN_CONNECTIONS.dec()
+                self._conns.discard(task)
+                self._writers.discard(writer)
+                writer.close()
+                try:
+                    await asyncio.wait_for(writer.wait_closed(), 2)
+                except (asyncio.TimeoutError, ConnectionError, ssl.SSLError):
+                    pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        decoder = FrameDecoder(self.limits.max_frame_bytes)
+        frame_started: float | None = None
+        while not self._stopping:
+            timeout = self.limits.idle_timeout
+            if frame_started is not None:
+                timeout = min(timeout, max(0.0, frame_started + self.limits.frame_timeout - time.monotonic()))
+            try:
+                data = await asyncio.wait_for(reader.read(65536), timeout)
+            except asyncio.TimeoutError:
+                reason = "frame_timeout" if frame_started is not None else "idle_timeout"
+                metrics.LIMIT_HITS.labels(reason).inc()
+                log.info("mllp_connection_closed", reason=reason)
+                return
+            if not data:
+                return
+            for ev in decoder.feed(data):
+                if isinstance(ev, Frame):
+                    reply = await self.handler.handle_frame(ev.payload, peer)
+                    if reply is not None:
+                        writer.write(frame(reply))
+                        await writer.drain()
+                elif isinstance(ev, Oversize):
+                    metrics.LIMIT_HITS.labels("max_frame_bytes").inc()
+                    log.warning("mllp_frame_too_large", limit=self.limits.max_frame_bytes)
+                    nak = self.handler.reject_oversize(ev.head)
+                    if nak is None:
+                        return
+                    writer.write(frame(nak))
+                    await writer.drain()
+                elif isinstance(ev, Junk):
+                    metrics.LIMIT_HITS.labels("junk_bytes").inc()
+                    log.info("mllp_junk_discarded", size=ev.size)
+            frame_started = (frame_started or time.monotonic()) if decoder.in_frame else None
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight messages finish and their ACKs go out, then close."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        # connections blocked in read() have nothing in flight: wake them by closing
+        deadline = time.monotonic() + grace
+        for w in list(self._writers):
+            try:
+                w.transport.pause_reading()
+            except Exception:  # noqa: BLE001 - transport already gone
+                pass
+        pending = list(self._conns)
+        if pending:
+            done, still = await asyncio.wait(pending, timeout=max(0.1, min(0.5, deadline - time.monotonic())))
+            for w in list(self._writers):
+                w.close()
+            if still:
+                await asyncio.wait(still, timeout=max(0.1, deadline - time.monotonic()))
+                for t in still:
+                    t.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("mllp_stopped")

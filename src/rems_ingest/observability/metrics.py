@@ -1,0 +1,24 @@
+"""Prometheus metrics (one registry per process; tests read values through it)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGES = Counter("rems_messages_total", "HL7 messages answered, by ACK code", ["ack_code"], registry=REGISTRY)
+ACK_LATENCY = Histogram(
+    "rems_ack_latency_seconds",
+    "Frame received -> ACK ready (includes the durable commit)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+    registry=REGISTRY,
+)
+OBSERVATIONS = Counter("rems_observations_total", "ANC observations extracted, by outcome", ["outcome"], registry=REGISTRY)
+ALERTS = Counter("rems_alerts_created_total", "Alerts written to the outbox, by kind", ["kind"], registry=REGISTRY)
+PUBLISHED = Counter("rems_alerts_published_total", "Alerts confirmed by the broker", registry=REGISTRY)
+PUBLISH_FAILURES = Counter("rems_publish_failures_total", "Relay publish failures, by reason", ["reason"], registry=REGISTRY)
+OUTBOX_BACKLOG = Gauge("rems_outbox_backlog", "Alerts waiting in the outbox", registry=REGISTRY)
+OUTBOX_OLDEST_AGE = Gauge("rems_outbox_oldest_pending_seconds", "Age of the oldest unpublished alert", registry=REGISTRY)
+OPEN_CONNECTIONS = Gauge("rems_mllp_open_connections", "Open MLLP connections", registry=REGISTRY)
+LIMIT_HITS = Counter("rems_limit_hits_total", "Limits hit, by limit", ["limit"], registry=REGISTRY)
+STORE_FAILURES = Counter("rems_store_failures_total", "Transactions that failed (answered AE)", registry=REGISTRY)

@@ -1,0 +1,217 @@
+"""Ingest use case: frame -> parse -> ONE transaction (message, observations, state, outbox) -> ACK.
+
+AA is built only from a committed transaction's result. A store failure answers AE (the
+sender may resend); permanent problems answer AR. A resend of the same message returns the
+stored ACK and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import structlog
+from sqlalchemy.engine import Connection
+
+from rems_ingest.adapters.db.repository import Repository
+from rems_ingest.adapters.db.store import Store
+from rems_ingest.core.errors import CoreError
+from rems_ingest.core.model import Alert, AlertKind, AncResult, PatientKey, Severity, event_sort_key
+from rems_ingest.core.policy import RulesPolicy
+from rems_ingest.hl7v2.ack import ErrDetail, build_ack
+from rems_ingest.hl7v2.codes import CodeMap
+from rems_ingest.hl7v2.errors import StoreUnavailable, TooLarge
+from rems_ingest.hl7v2.extract import Header
+from rems_ingest.hl7v2.frame import ParsedMessage, _header_only, parse_frame
+from rems_ingest.observability import metrics
+from rems_ingest.service.patients import apply_event, outbox_row
+
+log = structlog.get_logger("rems_ingest.ingest")
+
+_ERR_TEXT = {100: "Segment sequence error", 101: "Required field missing", 102: "Data type error", 103: "Table value not found", 207: "Application internal error"}
+
+
+def patient_ref(key: PatientKey | None) -> str:
+    """A stable pseudonym for logs: never the identifier itself."""
+    if key is None:
+        return "-"
+    return hashlib.sha256(f"{key.id}\x1f{key.authority}".encode()).hexdigest()[:12]
+
+
+def dedupe_key(h: Header, text: str) -> str:
+    """MSH-3, MSH-4, MSH-10 and the content with MSH-7 blanked (some engines rebuild it on resend)."""
+    first, _, rest = text.partition("\r")
+    fields = first.split(h.delimiters.field)
+    if len(fields) > 6:
+        fields[6] = ""
+    content = hashlib.sha256((h.delimiters.field.join(fields) + "\r" + rest).encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(f"{h.sending_app}\x1f{h.sending_facility}\x1f{h.control_id}\x1f{content}".encode()).hexdigest()
+
+
+@dataclass
+class IngestResult:
+    ack_code: str
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    duplicate: bool = False
+    observations: int = 0
+    alerts: int = 0
+    patients: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestService:
+    store: Store
+    policy: Callable[[], RulesPolicy]
+    processing_ids: tuple[str, ...] = ("P",)
+    default_charset: str = "utf-8"
+    max_segments: int = 2000
+    code_map: CodeMap = field(default_factory=CodeMap)
+    application: str = "REMS_INGEST"
+    facility: str = ""
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+
+    def __post_init__(self) -> None:
+        self._seq = 0
+
+    def _control_id(self) -> str:
+        self._seq += 1
+        return f"RI{int(time.time() * 1000):x}{self._seq:06d}"[-20:]
+
+    # ------------------------------------------------------------ MLLP entry points
+
+    async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
+        started = time.perf_counter()
+        now = self.clock()
+        acks: list[str] = []
+        charset = self.default_charset
+        for m in parse_frame(payload, default_charset=self.default_charset, processing_ids=self.processing_ids, max_segments=self.max_segments, code_map=self.code_map):
+            charset = m.charset
+            if m.is_ack:
+                log.info("hl7_ack_ignored", control_id=m.header.control_id if m.header else "")
+                continue
+            acks.append(await self._answer(m, now, started))
+        if not acks:
+            return None
+        if len(acks) > 1:  # batch in one frame: answer with a response batch
+            acks = ["BHS|^~\\&|" + self.application] + acks + [f"BTS|{len(acks)}"]
+            acks = [a.rstrip("\r") for a in acks]
+            return ("\r".join(acks) + "\r").encode(charset, "replace")
+        return acks[0].encode(charset, "replace")
+
+    def reject_oversize(self, head: bytes) -> bytes | None:
+        header = _header_only(head.decode("latin-1"))
+        if header is None:
+            return None
+        metrics.MESSAGES.labels("AR").inc()
+        err = TooLarge("message exceeds the maximum frame size")
+        return build_ack(header, "AR", control_id=self._control_id(), now=self.clock(), text=err.text, errors=[ErrDetail(err.err_code, err.err_text, "MSH^1", "E", err.text)]).encode("latin-1", "replace")
+
+    async def _answer(self, m: ParsedMessage, now: datetime, started: float) -> str:
+        h = m.header
+        if m.error is not None:
+            e = m.error
+            code, errors, text = e.ack_code, [ErrDetail(e.err_code, e.err_text, e.location, "E", e.text)], e.text
+            result = IngestResult(code)
+        else:
+            assert m.extraction is not None and h is not None
+            try:
+                result = await self.store.write(lambda conn: self._ingest(conn, m, now))
+            except Exception as exc:  # noqa: BLE001 - never AA without a commit; AE lets the sender resend
+                metrics.STORE_FAILURES.inc()
+                log.error("hl7_store_failed", control_id=h.control_id, error=type(exc).__name__)
+                err = StoreUnavailable("message could not be stored; resend later")
+                result = IngestResult(err.ack_code)
+                result.errors = [dict(code=err.err_code, text=err.err_text, location="", severity="E", message=err.text)]
+            code = result.ack_code
+            errors = [ErrDetail(**x) for x in result.errors]
+            text = "; ".join(x.message for x in errors if x.severity == "E")
+        ack = build_ack(h, code, control_id=self._control_id(), now=now, text=text, errors=errors, application=self.application, facility=self.facility)
+        metrics.MESSAGES.labels(code).inc()
+        latency = time.perf_counter() - started
+        metrics.ACK_LATENCY.observe(latency)
+        log.info(
+            "hl7_message_processed",
+            control_id=h.control_id if h else "",
+            sending_facility=h.sending_facility if h else "",
+            ack_code=code,
+            duplicate=result.duplicate,
+            observations=result.observations,
+            alerts=result.alerts,
+            patient_refs=result.patients,
+            error_codes=[e.code for e in errors],
+            latency_ms=round(latency * 1000, 3),
+        )
+        return ack
+
+    # ------------------------------------------------------------ the transaction
+
+    def _ingest(self, conn: Connection, m: ParsedMessage, now: datetime) -> IngestResult:
+        repo = Repository(conn)
+        h, ex = m.header, m.extraction
+        assert h is not None and ex is not None
+        dkey = dedupe_key(h, m.text)
+        found = repo.find_message(dkey)
+        if found is not None:
+            return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
+        policy = self.policy()
+        msg_id = repo.insert_message(
+            dedupe_key=dkey,
+            sending_app=h.sending_app[:200],
+            sending_facility=h.sending_facility[:200],
+            control_id=h.control_id[:200],
+            received_at=now.isoformat(),
+            status="RECEIVED",
+            ack_code="AA",
+            ack_detail="[]",
+            charset=m.charset,
+            raw=m.text.encode("utf-8", "surrogateescape"),
+        )
+        cause = {"sending_facility": h.sending_facility, "sending_application": h.sending_app, "message_control_id": h.control_id}
+        errors: list[dict[str, Any]] = []
+        alerts = 0
+        refs: list[str] = []
+        quality: list[tuple[PatientKey | None, int, str, str]] = [(i.patient, i.code, i.location, i.reason) for i in ex.issues]
+        events = sorted(
+            ((o, AncResult(o.result_key, o.anc, o.observed_at, o.status, o.censored, o.derived)) for o in ex.observations),
+            key=lambda pair: event_sort_key(pair[1]),
+        )
+        for obs, event in events:
+            row = repo.patient(obs.patient, create=True, lock=True, now=now.isoformat())
+            assert row is not None
+            repo.insert_observation(
+                message_id=msg_id,
+                patient_pk=row.pk,
+                result_key=obs.result_key[:400],
+                anc_per_ul=str(obs.anc),
+                status=obs.status.value,
+                observed_at=obs.observed_at.isoformat(),
+                code=obs.code[:80],
+                code_system=obs.code_system[:40],
+                original_value=obs.original_value[:80],
+                original_unit=obs.original_unit[:80],
+                derived=obs.derived,
+                censored=obs.censored,
+            )
+            try:
+                applied = apply_event(repo, policy, obs.patient, event, cause=cause, now=now, row=row)
+            except CoreError as exc:
+                quality.append((obs.patient, 102, "OBX", str(exc)))
+                metrics.OBSERVATIONS.labels("rejected").inc()
+                continue
+            metrics.OBSERVATIONS.labels("stored").inc()
+            alerts += len(applied.alerts)
+            refs.append(patient_ref(obs.patient))
+        for n, (pkey, code, location, reason) in enumerate(quality):
+            metrics.OBSERVATIONS.labels("data_quality").inc()
+            row = repo.patient(pkey, create=False, lock=False) if pkey else None
+            alert = Alert(AlertKind.DATA_QUALITY, f"dq:{dkey[:24]}:{n}", now.date(), Severity.NORMAL, reason, (("hl7_error_code", str(code)), ("location", location)))
+            repo.add_alerts([outbox_row(pkey or PatientKey(""), row.pk if row else None, alert, row.state if row else None, row.version if row else 0, cause, policy, now)])
+            alerts += 1
+            errors.append(dict(code=code, text=_ERR_TEXT.get(code, "Application error"), location=location, severity="W", message=reason))
+        status = "PROCESSED" if ex.observations else "FILTERED"
+        repo.finish_message(msg_id, status, "AA", errors)
+        return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs)

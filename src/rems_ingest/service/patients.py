@@ -1,0 +1,154 @@
+"""Apply one event to one patient inside the caller's transaction.
+
+The cheap path (a new event that sorts last) calls ``rules.step``; anything else (a
+correction, a deletion, a late older result, a back-dated prescriber event) re-folds the
+history and withdraws alerts no longer justified with ``alert.superseded``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from rems_ingest.adapters.amqp.payloads import alert_payload, encode
+from rems_ingest.adapters.db.repository import PatientRow, Repository
+from rems_ingest.core import rules
+from rems_ingest.core.errors import EventNotAllowed
+from rems_ingest.core.history import merge
+from rems_ingest.core.model import (
+    Alert,
+    AncResult,
+    ClinicalEvent,
+    Event,
+    PatientKey,
+    PatientState,
+    ResultStatus,
+    alert_id,
+    event_sort_key,
+)
+from rems_ingest.core.policy import RulesPolicy
+from rems_ingest.observability import metrics
+
+UNENROLLED_KEEP = 10
+
+
+def sort_key_text(event: Event) -> str:
+    d, rank, iso, key = event_sort_key(event)
+    return f"{d.isoformat()}|{rank}|{iso}|{key}"
+
+
+@dataclass
+class Applied:
+    row: PatientRow
+    state: PatientState
+    version: int
+    alerts: list[str]  # alert ids written
+    changed: bool
+    explanation: str = ""
+
+
+def outbox_row(patient: PatientKey, pk: int | None, alert: Alert, state: PatientState | None, version: int, cause: dict[str, str], policy: RulesPolicy, now: datetime) -> dict[str, Any]:
+    from rems_ingest.adapters.db import codec
+
+    aid = alert_id(patient, alert.kind.value, alert.cause)
+    body = alert_payload(alert_id=aid, patient=patient, alert=alert, state=state, state_version=version, cause=cause, rules_profile=policy.label, created_at=now)
+    metrics.ALERTS.labels(alert.kind.value).inc()
+    return dict(
+        alert_id=aid,
+        patient_pk=pk,
+        kind=alert.kind.value,
+        cause=alert.cause,
+        alert=codec.dump_alert(alert),
+        routing_key=f"alert.{alert.kind.value}",
+        payload=encode(body),
+        state_version=version,
+        created_at=now.isoformat(),
+        withdrawn=False,
+        attempts=0,
+        next_attempt_at=now.isoformat(),
+    )
+
+
+def apply_event(
+    repo: Repository,
+    policy: RulesPolicy,
+    key: PatientKey,
+    event: Event,
+    *,
+    cause: dict[str, str],
+    now: datetime,
+    strict: bool = False,
+    row: PatientRow | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Applied:
+    """Record ``event`` for ``key`` and write the alerts it raises. ``strict``: a prescriber
+    event the state does not allow raises EventNotAllowed (HTTP 409) instead of being kept."""
+    stamp = now.isoformat()
+    row = row or repo.patient(key, create=True, lock=True, now=stamp)
+    assert row is not None
+    existing = repo.event(row.pk, event.key)
+    if existing == event:
+        return Applied(row, row.state, row.version, [], False, "duplicate event: nothing changed")
+    skey = sort_key_text(event)
+    removal = isinstance(event, AncResult) and event.status in (ResultStatus.DELETED, ResultStatus.WRONG)
+    new_alerts: list[Alert] = []
+    if existing is None and not removal and skey >= row.last_sort_key:
+        decision = rules.step(policy, row.state, event)
+        new_state = decision.state
+        new_alerts = list(decision.alerts)
+        explanation = decision.explanation
+        repo.put_event(row.pk, event, stamp)
+        last = skey
+    else:
+        history = repo.events(row.pk)
+        merged, changed = merge(history, event)
+        if not changed:
+            return Applied(row, row.state, row.version, [], False, "nothing to change")
+        folded = rules.fold(policy, merged)
+        ordered = sorted(merged, key=event_sort_key)
+        if strict and event in ordered:
+            d = folded.decisions[ordered.index(event)]
+            if d.explanation.startswith("ignored:"):
+                raise EventNotAllowed(d.explanation.removeprefix("ignored: "))
+        before = repo.active_alerts(row.pk)
+        withdrawn, new_alerts = rules.diff_alerts([a for _, a in before], folded.alerts)
+        ids = {a.identity: i for i, a in before}
+        repo.withdraw([ids[w.identity] for w in withdrawn])
+        new_alerts += [rules.superseded_alert(w, ids[w.identity], event.on) for w in withdrawn]
+        new_state = folded.state
+        explanation = "history re-folded"
+        if removal:
+            repo.delete_event(row.pk, event.key)
+        else:
+            repo.put_event(row.pk, event, stamp)
+        last = max((sort_key_text(e) for e in merged), default="")
+    if not new_state.enrolled:
+        # keep only what a later enrollment needs: the most recent results
+        keep = sorted((e for e in (repo.events(row.pk))), key=event_sort_key)[-UNENROLLED_KEEP:]
+        repo.prune_events(row.pk, [e.key for e in keep])
+    version = row.version + 1
+    new_state = replace(new_state, version=version)
+    rows = [outbox_row(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
+    repo.add_alerts(rows)
+    repo.save_patient(row.pk, new_state, version, last, stamp, **(extra or {}))
+    return Applied(row, new_state, version, [r["alert_id"] for r in rows], True, explanation)
+
+
+def tick(repo: Repository, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[str]:
+    """Overdue sweep for one patient; the Tick is stored only when it raised something."""
+    from rems_ingest.core.model import Tick
+
+    row = repo.patient(key, create=False, lock=True)
+    if row is None:
+        return []
+    ev = Tick(key=f"tick:{today.isoformat()}", on=today)
+    if repo.event(row.pk, ev.key) is not None:
+        return []
+    decision = rules.step(policy, row.state, ev)
+    if not decision.alerts:
+        return []
+    return apply_event(repo, policy, key, ev, cause={"source": "overdue_sweep"}, now=now, row=row).alerts
+
+
+__all__ = ["apply_event", "tick", "outbox_row", "ClinicalEvent", "timedelta"]
