@@ -307,7 +307,7 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
         return s, alerts + more, why
 
     if s.phase is Phase.CLOSED:
-        return replace(s, latest=latest), alerts, f"{cat.value}; monitoring closed"
+        return replace(s, latest=latest, next_due=None), alerts, f"{cat.value}; monitoring closed"
 
     if s.discontinued and _recovered(policy, s, e.value) and s.phase is not Phase.SEV_RECOVERED_HOLD:
         s = replace(s, phase=Phase.CLOSED, latest=latest, next_due=None, pending_confirm_until=None)
@@ -424,6 +424,8 @@ def _on_enroll(policy: RulesPolicy, s: PatientState, e: Enroll) -> tuple[Patient
     if e.population is Population.BEN and e.baseline_anc is not None and e.baseline_anc < policy.ben_normal:
         raise InvalidInput(f"BEN baseline ANC {e.baseline_anc} is below {policy.ben_normal}")
     s = replace(s, enrolled=True, population=e.population, therapy_start=e.therapy_start, baseline_anc=e.baseline_anc)
+    if s.latest is not None:  # results seen before enrollment were categorized without a population
+        s = replace(s, latest=replace(s.latest, category=categorize(policy, e.population, s.latest.value)))
     if e.monitoring_frequency is not None:
         if e.monitoring_frequency not in (Frequency.WEEKLY, Frequency.EVERY_2_WEEKS, Frequency.MONTHLY):
             raise InvalidInput("monitoring_frequency must be weekly, every_2_weeks or monthly")

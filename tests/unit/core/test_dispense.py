@@ -85,3 +85,11 @@ def test_held_other_is_blocked() -> None:
     state = run(started() + [anc(7, 1800), event(8, "interrupt")]).state
 
     assert "TREATMENT_HELD_OTHER" == dispense.check(POLICY, state, START + timedelta(days=8)).code
+
+
+def test_ben_baseline_between_1000_and_1500_is_dispensable_right_after_enrollment() -> None:
+    """Regression: a pre-enrollment 1100 was categorized as general 'mild' and blocked BEN dispensing."""
+    f = run(started("ben"))
+
+    assert "pharmacy.release" in [a.kind.value for a in f.decisions[-1].alerts]
+    assert dispense.check(POLICY, f.state, START).authorized

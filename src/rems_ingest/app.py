@@ -1,0 +1,175 @@
+"""Composition root and lifecycle: startup (store, relay, listener, API), serve, drain.
+
+SIGTERM/SIGINT: stop accepting, finish in-flight messages (each ACKed only after its
+commit), give the relay a last chance to publish, close the store, exit 0.
+SIGHUP: reload the rules profile without dropping connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from rems_ingest import profiles
+from rems_ingest.adapters.amqp.relay import OutboxRelay
+from rems_ingest.adapters.amqp.topology import Topology
+from rems_ingest.adapters.db.repository import Repository
+from rems_ingest.adapters.db.store import Store
+from rems_ingest.adapters.http.api import build_app
+from rems_ingest.adapters.mllp.server import Limits, MllpServer
+from rems_ingest.config import Settings
+from rems_ingest.core.policy import RulesPolicy
+from rems_ingest.service.clinic import ClinicService
+from rems_ingest.service.ingest import IngestService
+
+log = structlog.get_logger("rems_ingest.app")
+
+
+class PolicyHolder:
+    """The rules profile in force; swapped atomically on reload."""
+
+    def __init__(self, name: str, dispense_profile: str | None) -> None:
+        self.name, self.dispense_profile = name, dispense_profile
+        self.current: RulesPolicy = profiles.load(name, dispense_profile)
+
+    def __call__(self) -> RulesPolicy:
+        return self.current
+
+    def reload(self) -> None:
+        try:
+            self.current = profiles.load(self.name, self.dispense_profile)
+            log.info("rules_profile_reloaded", profile=self.current.label)
+        except Exception as exc:  # noqa: BLE001 - keep the old profile on a bad edit
+            log.error("rules_profile_reload_failed", error=str(exc))
+
+
+def tls_context(s: Settings) -> ssl.SSLContext | None:
+    m = s.mllp
+    if not m.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(m.tls_cert), str(m.tls_key) if m.tls_key else None)
+    if m.tls_client_ca:
+        ctx.load_verify_locations(str(m.tls_client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
+        self.store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max)
+        self.relay = OutboxRelay(self.store, s.amqp.resolved_url(), Topology(queue_type=s.amqp.queue_type), batch=s.amqp.batch, publish_timeout=s.amqp.publish_timeout_seconds)
+        self.ingest = IngestService(
+            self.store,
+            self.policy,
+            processing_ids=tuple(p.upper() for p in s.mllp.processing_ids),
+            default_charset=s.mllp.default_charset,
+            max_segments=s.mllp.max_segments,
+            application=s.mllp.application,
+            facility=s.mllp.facility,
+        )
+        self.clinic = ClinicService(self.store, self.policy, timezone=s.rules.timezone, on_alerts=self.relay.wake)
+        self.server = MllpServer(
+            _Waking(self.ingest, self.relay),
+            host=s.mllp.host,
+            port=s.mllp.port,
+            limits=Limits(s.mllp.max_frame_bytes, s.mllp.max_connections, s.mllp.idle_timeout_seconds, s.mllp.frame_timeout_seconds, s.mllp.allow),
+            ssl_context=tls_context(s),
+        )
+        self.http_port = 0
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.started = asyncio.Event()
+
+    def readiness(self) -> dict[str, Any]:
+        store_ok = self.store.ping()
+        broker = "disabled" if not self.relay.url else ("connected" if self.relay.connected else "unreachable")
+        return {"ready": store_ok and self.started.is_set(), "store": "ok" if store_ok else "unreachable", "broker": broker, "rules_profile": self.policy().label}
+
+    async def start(self) -> None:
+        s = self.settings
+        await asyncio.to_thread(self.store.migrate)
+        self.store.start()
+        await self.server.start()
+        self._runner = web.AppRunner(build_app(self.clinic, self.readiness), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.http.host, s.http.port)
+        await site.start()
+        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._tasks = [asyncio.create_task(self.relay.run(self.stop), name="relay"), asyncio.create_task(self._sweeper(), name="sweeper")]
+        self.started.set()
+        log.info("daemon_started", mllp_port=self.server.bound_port, http_port=self.http_port, store=self.store.dialect, broker="configured" if self.relay.url else "none (alerts held in outbox)", rules_profile=self.policy().label)
+
+    async def _sweeper(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.settings.sweep.interval_seconds)
+            except asyncio.TimeoutError:
+                try:
+                    await self.clinic.sweep_overdue()
+                except Exception as exc:  # noqa: BLE001 - the next sweep retries; never kill the daemon
+                    log.error("overdue_sweep_failed", error=type(exc).__name__)
+
+    async def shutdown(self) -> None:
+        grace = self.settings.shutdown_grace_seconds
+        self.stop.set()
+        await self.server.stop(grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.relay.url and self.relay.connected:
+            try:
+                await asyncio.wait_for(self.relay.drain_once(), grace / 2)
+            except Exception:  # noqa: BLE001 - anything unpublished stays in the outbox
+                pass
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = await self.store.aread(lambda c: Repository(c).outbox_stats()[0])
+        self.store.close()
+        log.info("daemon_stopped", outbox_pending=pending)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.policy.reload)
+        try:
+            await self.start()
+            await self.stop.wait()
+        finally:
+            await self.shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+
+class _Waking:
+    """Wake the relay as soon as a committed message may have written alerts."""
+
+    def __init__(self, ingest: IngestService, relay: OutboxRelay) -> None:
+        self.ingest, self.relay = ingest, relay
+
+    async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
+        reply = await self.ingest.handle_frame(payload, peer)
+        self.relay.wake()
+        return reply
+
+    def reject_oversize(self, head: bytes) -> bytes | None:
+        return self.ingest.reject_oversize(head)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,367 @@
+"""``rems-ingest`` command line. Bad arguments or config: one clear line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+import tempfile
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from rems_ingest import profiles
+from rems_ingest.config import ConfigError, Settings, load_settings
+from rems_ingest.core.errors import CoreError, EventNotAllowed
+from rems_ingest.core.model import AncResult, ClinicalEvent, Enroll, Frequency, PatientKey, Population, ResultStatus, Tick
+from rems_ingest.core.rules import step
+from rems_ingest.core.model import PatientState
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"rems-ingest: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            obj["settings"] = load_settings(obj.get("config"))
+        except ConfigError as exc:
+            _fail(str(exc))
+        from rems_ingest.observability.logging import configure
+
+        s = obj["settings"]
+        configure(s.log.format, s.log.level)
+    return obj["settings"]  # type: ignore[no-any-return]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(path_type=Path), help="TOML config file (default config/rems-ingest.toml; env REMS_CONFIG).")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """HL7 lab feed -> clozapine ANC rules -> durable alerts on RabbitMQ."""
+    ctx.ensure_object(dict)["config"] = config
+
+
+# ---------------------------------------------------------------- daemon
+
+
+@cli.command()
+@click.option("--mllp-port", type=int, help="Override mllp.port.")
+@click.option("--http-port", type=int, help="Override http.port.")
+@click.option("--store", "store_url", help="Override store.url (sqlite:///path or postgresql://...).")
+@click.option("--amqp", "amqp_url", help="Override amqp.url (amqp://user:pass@host:5672/).")
+@click.pass_context
+def serve(ctx: click.Context, mllp_port: int | None, http_port: int | None, store_url: str | None, amqp_url: str | None) -> None:
+    """Run the daemon: MLLP listener, rules, store, outbox relay, HTTP API."""
+    from rems_ingest.app import Daemon
+
+    s = _settings(ctx)
+    if mllp_port is not None:
+        s.mllp.port = mllp_port
+    if http_port is not None:
+        s.http.port = http_port
+    if store_url:
+        s.store.url = store_url  # type: ignore[assignment]
+    if amqp_url:
+        s.amqp.url = amqp_url  # type: ignore[assignment]
+    try:
+        asyncio.run(Daemon(s).run())
+    except OSError as exc:
+        _fail(f"cannot start: {exc.strerror or exc}", 1)
+    except CoreError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=2575, show_default=True, type=int)
+@click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for each ACK.")
+@click.option("--tls-ca", type=click.Path(exists=True, path_type=Path), help="CA file: connect with TLS.")
+@click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="Client certificate (mutual TLS).")
+@click.option("--tls-key", type=click.Path(exists=True, path_type=Path))
+def send(paths: tuple[Path, ...], host: str, port: int, timeout: float, tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Send HL7 files (or every *.hl7 in a folder) over MLLP and print each ACK."""
+    import ssl
+
+    from rems_ingest.adapters.mllp.client import MllpClient
+
+    files: list[Path] = []
+    for p in paths:
+        files += sorted(p.glob("*.hl7")) if p.is_dir() else [p]
+    ctx_ssl = None
+    if tls_ca:
+        ctx_ssl = ssl.create_default_context(cafile=str(tls_ca))
+        if tls_cert:
+            ctx_ssl.load_cert_chain(str(tls_cert), str(tls_key) if tls_key else None)
+
+    async def go() -> int:
+        bad = 0
+        async with MllpClient(host, port, timeout=timeout, ssl_context=ctx_ssl) as c:
+            for f in files:
+                reply = await c.send(f.read_bytes())
+                text = reply.decode("latin-1")
+                msa = next((s for s in text.split("\r") if s.startswith("MSA")), "MSA|?")
+                code = msa.split("|")[1] if "|" in msa else "?"
+                bad += code not in ("AA", "CA")
+                click.echo(f"{f.name}: {code}  {text.strip().replace(chr(13), ' | ')}")
+        return bad
+
+    try:
+        bad = asyncio.run(go())
+    except (OSError, TimeoutError) as exc:
+        _fail(f"could not reach {host}:{port}: {exc}", 1)
+    sys.exit(1 if bad else 0)
+
+
+# ---------------------------------------------------------------- clinic commands (run against the store directly)
+
+
+def _clinic(ctx: click.Context) -> Any:
+    from rems_ingest.adapters.db.store import Store
+    from rems_ingest.app import PolicyHolder
+    from rems_ingest.service.clinic import ClinicService
+
+    s = _settings(ctx)
+    store = Store(s.store.resolved_url())
+    store.migrate()
+    store.start()
+    try:
+        policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
+    except CoreError as exc:
+        store.close()
+        _fail(str(exc))
+    return store, ClinicService(store, policy, timezone=s.rules.timezone)
+
+
+def _run_clinic(ctx: click.Context, fn: Any) -> None:
+    from rems_ingest.service.clinic import Conflict, NotFound
+
+    store, clinic = _clinic(ctx)
+    try:
+        result = asyncio.run(fn(clinic))
+    except (Conflict, NotFound, CoreError) as exc:
+        _fail(str(exc), 1)
+    finally:
+        store.close()
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@cli.command()
+@click.argument("patient_id")
+@click.option("--authority", default="", help="PID-3 assigning authority (CX.4).")
+@click.option("--population", type=click.Choice(["general", "ben"]), required=True)
+@click.option("--therapy-start", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--baseline-anc", type=float, help="BEN only: established baseline (cells/uL).")
+@click.option("--monitoring-frequency", type=click.Choice(["weekly", "every_2_weeks", "monthly"]), help="Patient moved from an existing clinic.")
+@click.option("--prescriber", default="")
+@click.option("--pharmacy", default="")
+@click.pass_context
+def enroll(ctx: click.Context, patient_id: str, authority: str, population: str, therapy_start: datetime, baseline_anc: float | None, monitoring_frequency: str | None, prescriber: str, pharmacy: str) -> None:
+    """Enroll a patient (baseline rules use ANCs already received)."""
+    body = {"id": patient_id, "authority": authority, "population": population, "therapy_start": therapy_start.date().isoformat(), "baseline_anc": baseline_anc, "monitoring_frequency": monitoring_frequency, "prescriber_id": prescriber, "pharmacy_id": pharmacy}
+    _run_clinic(ctx, lambda c: c.enroll(body, actor="cli"))
+
+
+@cli.command()
+@click.argument("patient_id")
+@click.argument("type_", metavar="TYPE", type=click.Choice(["interrupt", "resume", "discontinue", "rechallenge", "override", "stepdown_confirmed", "fever"]))
+@click.option("--authority", default="")
+@click.option("--on", "on", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--by", default="", help="Prescriber id (required for rechallenge/override).")
+@click.option("--rationale", default="")
+@click.option("--temperature-c", type=float)
+@click.pass_context
+def event(ctx: click.Context, patient_id: str, type_: str, authority: str, on: datetime, by: str, rationale: str, temperature_c: float | None) -> None:
+    """Record a prescriber or clinical event."""
+    body = {"type": type_, "on": on.date().isoformat(), "by": by, "rationale": rationale, "temperature_c": temperature_c}
+    _run_clinic(ctx, lambda c: c.record_event(PatientKey(patient_id, authority), body, actor="cli"))
+
+
+@cli.command("dispense-check")
+@click.argument("patient_id")
+@click.option("--authority", default="")
+@click.option("--on", "on", type=click.DateTime(["%Y-%m-%d"]), help="Dispense date (default today).")
+@click.pass_context
+def dispense_check(ctx: click.Context, patient_id: str, authority: str, on: datetime | None) -> None:
+    """May clozapine be dispensed? Any doubt means no, with the reason."""
+    _run_clinic(ctx, lambda c: c.dispense_check(PatientKey(patient_id, authority), on.date() if on else None))
+
+
+@cli.command()
+@click.argument("patient_id")
+@click.option("--authority", default="")
+@click.pass_context
+def status(ctx: click.Context, patient_id: str, authority: str) -> None:
+    """A patient's state, category, frequency, next due date and recent history."""
+    _run_clinic(ctx, lambda c: c.status(PatientKey(patient_id, authority)))
+
+
+@cli.command("sweep-overdue")
+@click.option("--now", "now", help="ISO date-time with offset (default: now).")
+@click.pass_context
+def sweep_overdue(ctx: click.Context, now: str | None) -> None:
+    """Raise lab.overdue for patients whose ANC is past due (idempotent)."""
+    when = None
+    if now:
+        try:
+            when = datetime.fromisoformat(now)
+        except ValueError:
+            _fail(f"--now {now!r} is not an ISO date-time")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+    _run_clinic(ctx, lambda c: c.sweep_overdue(when))
+
+
+@cli.command("check-config")
+@click.pass_context
+def check_config(ctx: click.Context) -> None:
+    """Validate the configuration and print it with secrets masked."""
+    s = _settings(ctx)
+    try:
+        profiles.load(s.rules.profile, s.rules.dispense_profile)
+    except CoreError as exc:
+        _fail(str(exc))
+    click.echo(s.model_dump_json(indent=2))
+
+
+# ---------------------------------------------------------------- simulate
+
+
+def _simulate_events(path: Path, population: Population, therapy_start: date, baseline: Decimal | None) -> list[tuple[int, str, Any]]:
+    events: list[tuple[int, str, Any]] = [(0, "enroll", Enroll("enroll", therapy_start, population, therapy_start, baseline))]
+    last: date | None = None
+    with open(path, newline="") as fh:
+        for n, row in enumerate(csv.reader(fh), 1):
+            if not row or row[0].strip().startswith("#") or row[0].strip() == "date":
+                continue
+            try:
+                on = date.fromisoformat(row[0].strip())
+            except ValueError:
+                raise click.UsageError(f"{path}:{n}: {row[0]!r} is not a date YYYY-MM-DD") from None
+            if last and on < last:
+                raise click.UsageError(f"{path}:{n}: date {on} is before the previous line ({last}); lines must be in date order")
+            last = on
+            what = row[1].strip() if len(row) > 1 else ""
+            args = [a.strip() for a in row[2:]]
+            try:
+                value = Decimal(what.replace(",", "."))
+            except InvalidOperation:
+                value = None
+            if value is not None:
+                status = ResultStatus(args[0]) if args and args[0] else ResultStatus.FINAL
+                events.append((n, f"ANC {what}", AncResult(f"line{n}", value, datetime(on.year, on.month, on.day, 8), status)))
+            elif what == "tick":
+                events.append((n, "overdue check", Tick(f"tick{n}", on)))
+            elif what in ("interrupt", "resume", "discontinue", "rechallenge", "override", "stepdown_confirmed", "fever"):
+                temp = Decimal(args[0]) if what == "fever" and args else None
+                by = args[0] if what in ("rechallenge", "override") and args else ""
+                rationale = args[1] if what in ("rechallenge", "override") and len(args) > 1 else ""
+                events.append((n, what, ClinicalEvent(f"line{n}", what, on, by=by, rationale=rationale, temperature_c=temp)))
+            else:
+                raise click.UsageError(f"{path}:{n}: {what!r} is neither an ANC value nor a known event")
+    return events
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--profile", default="us-label", show_default=True)
+@click.option("--population", type=click.Choice(["general", "ben"]), default="general", show_default=True)
+@click.option("--therapy-start", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--baseline-anc", type=float, help="BEN established baseline.")
+@click.option("--dispense-profile", type=click.Choice(["INSTITUTIONAL_STRICT", "US_REMS_LEGACY", "US_2025_NONE"]))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per decision.")
+def simulate(file: Path, profile: str, population: str, therapy_start: datetime, baseline_anc: float | None, dispense_profile: str | None, as_json: bool) -> None:
+    """Print the decision timeline for FILE (lines: date,anc[,status] or date,event[,args])."""
+    try:
+        policy = profiles.load(profile, dispense_profile)
+    except CoreError as exc:
+        raise click.UsageError(str(exc)) from None
+    events = _simulate_events(file, Population(population), therapy_start.date(), Decimal(str(baseline_anc)) if baseline_anc else None)
+    state = PatientState()
+    rows = []
+    for line, label, ev in events:
+        try:
+            d = step(policy, state, ev)
+        except EventNotAllowed as exc:
+            rows.append({"line": line, "date": ev.on.isoformat(), "input": label, "error": f"not allowed: {exc}"})
+            continue
+        except CoreError as exc:
+            raise click.UsageError(f"{file}:{line}: {exc}") from None
+        state = d.state
+        rows.append(
+            {
+                "line": line,
+                "date": ev.on.isoformat(),
+                "input": label,
+                "category": d.category.value if d.category else "",
+                "action": d.action,
+                "treatment": state.treatment.value,
+                "frequency": d.frequency.value,
+                "next_due": d.next_due.isoformat() if d.next_due else "",
+                "alerts": [a.kind.value for a in d.alerts],
+            }
+        )
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    click.echo(f"profile {policy.label}, population {population}, dispense profile {policy.dispense_profile}")
+    header = f"{'date':<10}  {'input':<20}  {'category':<15}  {'action':<30}  {'treatment':<16}  {'frequency':<18}  {'next due':<10}  alerts"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['date']:<10}  {r['input']:<20}  {r['error']}")
+            continue
+        click.echo(f"{r['date']:<10}  {r['input']:<20}  {r['category']:<15}  {r['action']:<30}  {r['treatment']:<16}  {r['frequency']:<18}  {r['next_due']:<10}  {', '.join(r['alerts'])}")
+
+
+# ---------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--amqp", "amqp_url", help="Also publish to this broker (default: REMS_AMQP__URL, else hold alerts).")
+@click.pass_context
+def demo(ctx: click.Context, amqp_url: str | None) -> None:
+    """Start the daemon on a throw-away SQLite store, enroll two patients, send the seed
+    walk-through over MLLP and print the decisions and alerts."""
+    from rems_ingest.demo import run_demo
+
+    s = _settings(ctx)
+    with tempfile.TemporaryDirectory(prefix="rems-demo-") as tmp:
+        s.store.url = f"sqlite:///{tmp}/demo.db"  # type: ignore[assignment]
+        s.mllp.port = 0
+        s.http.port = 0
+        s.log.level = "WARNING"
+        if amqp_url:
+            s.amqp.url = amqp_url  # type: ignore[assignment]
+        from rems_ingest.observability.logging import configure
+
+        configure(s.log.format, "WARNING")
+        asyncio.run(run_demo(s, click.echo))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False, prog_name="rems-ingest")
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.UsageError as exc:
+        _fail(exc.format_message().replace("\n", " "))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+__all__ = ["main", "cli", "Frequency", "timedelta"]

@@ -1,0 +1,131 @@
+"""Settings: ``config/rems-ingest.toml`` (or --config), overridden by ``REMS_*`` env vars.
+
+Nested keys use ``__``: ``REMS_MLLP__PORT=2576``, ``REMS_AMQP__URL=amqp://...``.
+Secrets (broker/DB URLs with passwords) come from the environment or ``*_file`` settings,
+never from the committed config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_CONFIG = Path("config/rems-ingest.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+
+class StoreSettings(_Section):
+    url: SecretStr = SecretStr("sqlite:///var/rems-ingest.db")
+    url_file: Path | None = None
+    group_commit_max: int = Field(256, ge=1, le=10_000)
+
+    def resolved_url(self) -> str:
+        if self.url_file:
+            return self.url_file.read_text().strip()
+        return self.url.get_secret_value()
+
+
+class MllpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(2575, ge=0, le=65535)
+    max_frame_bytes: int = Field(1 << 20, ge=1024)
+    max_connections: int = Field(256, ge=1)
+    idle_timeout_seconds: float = Field(300, gt=0)
+    frame_timeout_seconds: float = Field(60, gt=0)
+    max_segments: int = Field(2000, ge=10)
+    allow: list[str] = ["0.0.0.0/0", "::/0"]
+    processing_ids: list[str] = ["P"]
+    default_charset: str = "utf-8"
+    application: str = "REMS_INGEST"
+    facility: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set to require client certificates (mutual TLS)
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            ipaddress.ip_network(net, strict=False)
+        return v
+
+
+class AmqpSettings(_Section):
+    url: SecretStr | None = None  # unset: alerts are held durably in the outbox
+    url_file: Path | None = None
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    publish_timeout_seconds: float = Field(10, gt=0)
+    batch: int = Field(500, ge=1, le=10_000)
+
+    def resolved_url(self) -> str | None:
+        if self.url_file:
+            return self.url_file.read_text().strip()
+        return self.url.get_secret_value() if self.url else None
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class RulesSettings(_Section):
+    profile: str = "us-label"
+    dispense_profile: Literal["INSTITUTIONAL_STRICT", "US_REMS_LEGACY", "US_2025_NONE"] | None = None
+    timezone: str = "UTC"  # whose "today" the overdue sweep uses
+
+
+class SweepSettings(_Section):
+    interval_seconds: float = Field(900, gt=0)
+
+
+class LogSettings(_Section):
+    format: Literal["json", "console"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REMS_", env_nested_delimiter="__", extra="forbid", validate_assignment=True)
+
+    store: StoreSettings = StoreSettings()
+    mllp: MllpSettings = MllpSettings()
+    amqp: AmqpSettings = AmqpSettings()
+    http: HttpSettings = HttpSettings()
+    rules: RulesSettings = RulesSettings()
+    sweep: SweepSettings = SweepSettings()
+    log: LogSettings = LogSettings()
+    shutdown_grace_seconds: float = Field(10, gt=0)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource, file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = Path(os.environ.get("REMS_CONFIG", DEFAULT_CONFIG))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """One line naming the setting that is wrong."""
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        os.environ["REMS_CONFIG"] = str(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid setting {where}: {err['msg']}") from None
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None

@@ -1,0 +1,63 @@
+"""``rems-ingest demo``: the whole product in one command, on embedded defaults."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from typing import Callable
+
+from rems_ingest.adapters.db.repository import Repository
+from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
+from rems_ingest.config import Settings
+from rems_ingest.core.model import PatientKey
+
+
+def oru(control_id: str, patient: str, on: date, anc_k: str, filler: str) -> bytes:
+    t = on.strftime("%Y%m%d") + "0800"
+    segs = [
+        f"MSH|^~\\&|DEMO_LIS|DEMO_LAB|REMS|PSYCH|{t}||ORU^R01^ORU_R01|{control_id}|P|2.5.1",
+        f"PID|1||{patient}^^^HOSP^MR||DEMO^PATIENT",
+        f"OBR|1||{filler}|57021-8^CBC W Auto Differential panel - Blood^LN|||{t}|||||||||||||||||F",
+        f"OBX|1|NM|751-8^Neutrophils [#/volume] in Blood by Automated count^LN||{anc_k}|10*3/uL|1.50-7.80||||F",
+    ]
+    return ("\r".join(segs) + "\r").encode()
+
+
+async def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
+    daemon = Daemon(settings)
+    await daemon.start()
+    try:
+        start = date.today() - timedelta(days=40)
+        echo(f"daemon up: MLLP 127.0.0.1:{daemon.server.bound_port}, HTTP 127.0.0.1:{daemon.http_port}, store {daemon.store.dialect}, broker {'configured' if daemon.relay.url else 'none (alerts held in the outbox)'}")
+        patients = [("DEMO-GP", "general", None), ("DEMO-BEN", "ben", 1100)]
+        async with MllpClient("127.0.0.1", daemon.server.bound_port) as mllp:
+            for pid, population, _ in patients:
+                baselines = ["1.8"] if population == "general" else ["1.2", "1.1"]
+                for i, b in enumerate(baselines):
+                    await mllp.send(oru(f"{pid}-B{i}", pid, start - timedelta(days=2 - i), b, f"{pid}-ACC-B{i}"))
+            for pid, population, baseline in patients:
+                body = {"id": pid, "authority": "HOSP", "population": population, "therapy_start": start.isoformat(), "baseline_anc": baseline, "prescriber_id": "DR-DEMO", "pharmacy_id": "RX-DEMO"}
+                view = await daemon.clinic.enroll(body, actor="demo")
+                echo(f"\nenrolled {pid} ({population}): {view['action']}, {view['monitoring']['frequency']}, next ANC due {view['monitoring']['next_due']}")
+            walk = [(7, "1.4"), (14, "0.9"), (15, "0.45")]
+            for pid, population, _ in patients:
+                echo(f"\n== {pid} ({population}): seed walk-through 1400 -> 900 -> 450 ==")
+                for n, (day, anc) in enumerate(walk):
+                    on = start + timedelta(days=day)
+                    reply = (await mllp.send(oru(f"{pid}-W{n}", pid, on, anc, f"{pid}-ACC-W{n}"))).decode()
+                    ack = reply.split("\r")[1]
+                    view = await daemon.clinic.status(PatientKey(pid, "HOSP"))
+                    check = await daemon.clinic.dispense_check(PatientKey(pid, "HOSP"), on)
+                    echo(
+                        f"{on}  ANC {int(float(anc) * 1000):>5}/uL  {ack:<22} category={view['category']:<16} action={view['action']:<30} "
+                        f"treatment={view['treatment_status']:<11} monitoring={view['monitoring']['frequency']:<18} next_due={view['monitoring']['next_due']}  dispense={'yes' if check['authorized'] else 'NO'}"
+                    )
+        rows = await daemon.store.aread(lambda c: [r for pk in (1, 2) for r in Repository(c).alerts_for(pk, 100)])
+        echo("\n== alerts (outbox; published to RabbitMQ when a broker is configured) ==")
+        for r in sorted(rows, key=lambda r: r.created_at):
+            body = json.loads(r.payload)
+            echo(f"{body['patient']['id']:<9} {body['kind']:<28} {body['severity']:<9} {body['reason'][:80]}")
+        echo(f"\n{len(rows)} alerts; try: curl -s http://127.0.0.1:{daemon.http_port}/v1/patients/DEMO-GP?authority=HOSP while the daemon runs (rems-ingest serve)")
+    finally:
+        await daemon.shutdown()

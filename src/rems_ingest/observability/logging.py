@@ -1,0 +1,45 @@
+"""structlog setup: JSON lines in production, readable console in a terminal.
+
+Our own events carry identifiers only (control ids, hashed patient refs). Library loggers
+go through the same pipeline; exception text from parsers is never logged (it can carry a
+whole message).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_REDACT = ("raw", "message_text", "payload", "name", "dob")
+
+
+def _redact(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+    for key in _REDACT:
+        if key in event:
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(fmt: str = "json", level: str = "INFO") -> None:
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(processor=renderer, foreign_pre_chain=shared))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for noisy in ("aio_pika", "aiormq", "sqlalchemy", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,226 @@
+"""Enrollment, prescriber events, status, dispense check and the overdue sweep.
+
+Shared by the HTTP API and the CLI so both answer the same way. Every write runs in one
+store transaction: validated by the rules core first, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from rems_ingest.adapters.db.repository import Repository
+from rems_ingest.adapters.db.store import Store
+from rems_ingest.core import dispense
+from rems_ingest.core.errors import EventNotAllowed, InvalidInput
+from rems_ingest.core.model import CLINICAL_EVENT_TYPES, ClinicalEvent, Enroll, Frequency, PatientKey, Population
+from rems_ingest.core.policy import RulesPolicy
+from rems_ingest.core.rules import action_of, frequency_of
+from rems_ingest.service.patients import apply_event, tick
+
+log = structlog.get_logger("rems_ingest.clinic")
+
+
+class Conflict(Exception):
+    """409: the request clashes with what is stored (duplicate enrollment, event not allowed)."""
+
+
+class NotFound(Exception):
+    """404: unknown patient."""
+
+
+def parse_date(value: Any, name: str) -> date:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a date YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name} {value!r} is not a date YYYY-MM-DD") from None
+
+
+def _text(body: dict[str, Any], name: str, required: bool = False, limit: int = 200) -> str:
+    v = body.get(name, "")
+    if v is None:
+        v = ""
+    if not isinstance(v, str):
+        raise InvalidInput(f"{name} must be a string")
+    if required and not v.strip():
+        raise InvalidInput(f"{name} is required")
+    if len(v) > limit:
+        raise InvalidInput(f"{name} is longer than {limit} characters")
+    return v.strip()
+
+
+@dataclass
+class ClinicService:
+    store: Store
+    policy: Callable[[], RulesPolicy]
+    timezone: str = "UTC"
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    on_alerts: Callable[[], None] = lambda: None
+
+    def today(self, now: datetime | None = None) -> date:
+        return (now or self.clock()).astimezone(ZoneInfo(self.timezone)).date()
+
+    # ------------------------------------------------------------ enrollment
+
+    async def enroll(self, body: dict[str, Any], actor: str = "api") -> dict[str, Any]:
+        key = PatientKey(_text(body, "id", required=True), _text(body, "authority"))
+        try:
+            population = Population(body.get("population"))
+        except ValueError:
+            raise InvalidInput("population must be 'general' or 'ben'") from None
+        start = parse_date(body.get("therapy_start"), "therapy_start")
+        baseline = None
+        if body.get("baseline_anc") is not None:
+            try:
+                baseline = Decimal(str(body["baseline_anc"]))
+            except InvalidOperation:
+                raise InvalidInput("baseline_anc must be a number (cells/uL)") from None
+            if population is not Population.BEN:
+                raise InvalidInput("baseline_anc is only for BEN patients")
+        freq = None
+        if body.get("monitoring_frequency"):
+            try:
+                freq = Frequency(body["monitoring_frequency"])
+            except ValueError:
+                raise InvalidInput("monitoring_frequency must be weekly, every_2_weeks or monthly") from None
+        prescriber, pharmacy = _text(body, "prescriber_id"), _text(body, "pharmacy_id")
+        now = self.clock()
+        on = min(start, self.today(now))
+        event = Enroll(key="enroll", on=on, population=population, therapy_start=start, baseline_anc=baseline, monitoring_frequency=freq)
+
+        def job(conn: Any) -> dict[str, Any]:
+            repo = Repository(conn)
+            row = repo.patient(key, create=True, lock=True, now=now.isoformat())
+            assert row is not None
+            if row.enrolled:
+                raise Conflict(f"patient {key.id} ({key.authority or 'no authority'}) is already enrolled")
+            applied = apply_event(repo, self.policy(), key, event, cause={"source": actor}, now=now, row=row, strict=True, extra={"prescriber_id": prescriber, "pharmacy_id": pharmacy})
+            repo.audit(now, actor, "enroll", row.pk, {"population": population.value, "therapy_start": start, "prescriber_id": prescriber})
+            return self._view(repo, key)
+
+        try:
+            view = await self.store.write(job)
+        except EventNotAllowed as exc:
+            raise Conflict(str(exc)) from None
+        self.on_alerts()
+        return view
+
+    # ------------------------------------------------------------ prescriber events
+
+    async def record_event(self, key: PatientKey, body: dict[str, Any], actor: str = "api") -> dict[str, Any]:
+        etype = _text(body, "type", required=True)
+        if etype not in CLINICAL_EVENT_TYPES:
+            raise InvalidInput(f"type must be one of {', '.join(sorted(CLINICAL_EVENT_TYPES))}")
+        on = parse_date(body.get("on"), "on")
+        temp = None
+        if etype == "fever":
+            try:
+                temp = Decimal(str(body.get("temperature_c")))
+            except InvalidOperation:
+                raise InvalidInput("a fever event needs temperature_c (a number)") from None
+        by = _text(body, "by", required=etype in ("rechallenge", "override"))
+        rationale = _text(body, "rationale", required=etype in ("rechallenge", "override"), limit=2000)
+        event_id = _text(body, "event_id") or uuid.uuid4().hex
+        event = ClinicalEvent(key=f"event:{event_id}", type=etype, on=on, by=by, rationale=rationale, abrupt=bool(body.get("abrupt", True)), temperature_c=temp)
+        now = self.clock()
+
+        def job(conn: Any) -> dict[str, Any]:
+            repo = Repository(conn)
+            row = repo.patient(key, create=False, lock=True)
+            if row is None or not row.enrolled:
+                raise NotFound(f"patient {key.id} is not enrolled")
+            applied = apply_event(repo, self.policy(), key, event, cause={"source": actor, "event": etype, "by": by}, now=now, row=row, strict=True)
+            repo.audit(now, by or actor, f"event.{etype}", row.pk, {"on": on, "event_id": event_id})
+            view = self._view(repo, key)
+            view["alerts_raised"] = applied.alerts
+            return view
+
+        try:
+            view = await self.store.write(job)
+        except EventNotAllowed as exc:
+            raise Conflict(str(exc)) from None
+        self.on_alerts()
+        return view
+
+    # ------------------------------------------------------------ reads
+
+    def _view(self, repo: Repository, key: PatientKey) -> dict[str, Any]:
+        row = repo.patient(key, create=False, lock=False)
+        if row is None:
+            raise NotFound(f"patient {key.id} is not known")
+        s = row.state
+        latest = s.latest
+        return {
+            "patient": {"id": key.id, "authority": key.authority},
+            "enrolled": s.enrolled,
+            "population": s.population.value,
+            "baseline_anc": float(s.baseline_anc) if s.baseline_anc is not None else None,
+            "therapy_start": s.therapy_start.isoformat() if s.therapy_start else None,
+            "phase": s.phase.value,
+            "category": latest.category.value if latest else None,
+            "action": action_of(s),
+            "treatment_status": s.treatment.value,
+            "monitoring": {"frequency": frequency_of(s).value, "routine_interval": s.interval.value, "next_due": s.next_due.isoformat() if s.next_due else None},
+            "rechallenge_restricted": s.rechallenge_restricted,
+            "pending_confirm_until": s.pending_confirm_until.isoformat() if s.pending_confirm_until else None,
+            "stepdown_suggested": s.stepdown_offered.value if s.stepdown_offered and s.stepdown_offered is not s.interval else None,
+            "prescriber_id": row.prescriber_id,
+            "pharmacy_id": row.pharmacy_id,
+            "state_version": row.version,
+            "latest_anc": {"per_ul": float(latest.value), "drawn_on": latest.on.isoformat(), "category": latest.category.value} if latest else None,
+            "history": [
+                {"per_ul": float(r.anc_per_ul), "status": r.status, "observed_at": r.observed_at, "code": r.code, "derived": bool(r.derived), "censored": r.censored}
+                for r in repo.recent_observations(row.pk)
+            ],
+            "recent_alerts": [{"alert_id": a.alert_id, "kind": a.kind, "created_at": a.created_at, "published": a.published_at is not None, "withdrawn": bool(a.withdrawn)} for a in repo.alerts_for(row.pk, 20)],
+        }
+
+    async def status(self, key: PatientKey) -> dict[str, Any]:
+        return await self.store.aread(lambda conn: self._view(Repository(conn), key))
+
+    async def dispense_check(self, key: PatientKey, on: date | None) -> dict[str, Any]:
+        """Fail safe: any doubt (unknown patient, store error) is 'not authorized' with the reason."""
+        on = on or self.today()
+        policy = self.policy()
+        try:
+            row = await self.store.aread(lambda conn: Repository(conn).patient(key, create=False, lock=False))
+        except Exception as exc:  # noqa: BLE001 - an unreachable store must never mean "yes"
+            log.error("dispense_check_store_failed", error=type(exc).__name__)
+            return {"authorized": False, "code": "STORE_UNAVAILABLE", "reason": "Do not dispense: patient status could not be read", "latest_anc": None, "max_days_supply": 0, "on": on.isoformat()}
+        d = dispense.check(policy, row.state if row else None, on)
+        return {
+            "authorized": d.authorized,
+            "code": d.code,
+            "reason": d.reason,
+            "warning": d.warning or None,
+            "latest_anc": {"per_ul": float(d.latest.value), "drawn_on": d.latest.on.isoformat(), "category": d.latest.category.value} if d.latest else None,
+            "window_days": d.window_days,
+            "max_days_supply": d.max_days_supply,
+            "on": on.isoformat(),
+            "rules_profile": policy.label,
+            "dispense_profile": policy.dispense_profile,
+        }
+
+    # ------------------------------------------------------------ overdue sweep
+
+    async def sweep_overdue(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """One lab.overdue per patient per missed due date, however often and wherever it runs."""
+        now = now or self.clock()
+        today = self.today(now)
+        due = await self.store.aread(lambda conn: Repository(conn).due_patients(today))
+        raised: list[dict[str, Any]] = []
+        for key in due:
+            ids = await self.store.write(lambda conn, k=key: tick(Repository(conn), self.policy(), k, now, today))
+            raised += [{"alert_id": i, "patient": {"id": key.id, "authority": key.authority}} for i in ids]
+        if raised:
+            self.on_alerts()
+        log.info("overdue_sweep_done", checked=len(due), alerts=len(raised), today=today.isoformat())
+        return raised
