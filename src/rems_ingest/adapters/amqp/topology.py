@@ -16,8 +16,8 @@ class Topology:
     queue_type: str = "quorum"  # quorum where the broker supports it; "classic" otherwise
     queues: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {
-            "rems.paging": ("alert.therapy.*", "alert.lab.overdue", "alert.lab.overdue_resolved", "alert.monitoring.confirm_repeat"),
-            "rems.pharmacy": ("alert.pharmacy.*", "alert.therapy.*"),
+            "rems.paging": ("alert.therapy.*", "alert.lab.overdue", "alert.lab.overdue_resolved", "alert.monitoring.confirm_repeat", "alert.alert.superseded"),
+            "rems.pharmacy": ("alert.pharmacy.*", "alert.therapy.*", "alert.alert.superseded"),
             # every kind is routable somewhere: the complete clinical feed (EHR / audit consumers)
             "rems.clinic": ("alert.#",),
         }

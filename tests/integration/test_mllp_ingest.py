@@ -1,0 +1,118 @@
+"""Every fixture through a real socket into a real SQLite store: ACK, ERR and stored rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from rems_ingest.adapters.db.schema import inbound_message, observation, outbox
+from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
+from tests.fixtures import Expected, expected_table
+
+TABLE = expected_table()
+
+
+def segments(reply: bytes) -> list[list[str]]:
+    return [s.split("|") for s in reply.decode("latin-1").split("\r") if s]
+
+
+def ack_codes(reply: bytes) -> list[str]:
+    out = []
+    segs = segments(reply)
+    for i, s in enumerate(segs):
+        if s[0] == "MSA":
+            errs = [e for e in segs[i + 1 :] if e[0] == "ERR"]
+            nxt = next((j for j, e in enumerate(segs[i + 1 :]) if e[0] in ("MSH", "BTS")), len(segs))
+            errs = [e for e in segs[i + 1 : i + 1 + nxt] if e[0] == "ERR"]
+            hard = [e for e in errs if len(e) > 4 and e[4] == "E"]
+            code = s[1]
+            out.append(f"{code}:{hard[0][3].split('^')[0]}" if code == "AR" and hard else code)
+    return out
+
+
+def count(d: Daemon, table, *where) -> int:  # type: ignore[no-untyped-def]
+    return int(d.store.read(lambda c: c.execute(select(func.count()).select_from(table).where(*where)).scalar_one()))
+
+
+@pytest.mark.parametrize("e", [e for e in TABLE if e.acks], ids=lambda e: e.file)
+async def test_fixture_gets_the_expected_ack_over_a_real_socket(daemon: Daemon, e: Expected) -> None:
+    async with MllpClient("127.0.0.1", daemon.server.bound_port, timeout=10) as c:
+        reply = await c.send(e.raw)
+
+    assert e.acks == ack_codes(reply)
+    assert len(e.observations) == count(daemon, observation)
+
+
+async def test_ack_mirrors_control_id_and_swaps_sender_and_receiver(daemon: Daemon) -> None:
+    raw = next(e for e in TABLE if e.file == "oru_251_anc_normal.hl7").raw
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        msh, msa = segments(await c.send(raw))[:2]
+
+    assert ["REMS", "PSYCH", "LIS", "GHH_LAB"] == msh[2:6]
+    assert "ACK^R01^ACK" == msh[8]
+    assert "M0001" != msh[9] and msh[9]
+    assert ["MSA", "AA", "M0001"] == msa[:3]
+
+
+async def test_data_quality_problems_are_stored_acked_with_a_warning_and_alerted(daemon: Daemon) -> None:
+    raw = next(e for e in TABLE if e.file == "oru_251_unknown_unit.hl7").raw
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        segs = segments(await c.send(raw))
+
+    err = next(s for s in segs if s[0] == "ERR")
+    assert "AA" == segs[1][1]
+    assert ("103", "W") == (err[3].split("^")[0], err[4])
+    assert 1 == count(daemon, outbox, outbox.c.kind == "data.quality")
+    body = json.loads(daemon.store.read(lambda c: c.execute(select(outbox.c.payload)).scalar_one()))
+    assert "data.quality" == body["kind"] and "unknown unit" in body["reason"]
+    assert "DOE" not in json.dumps(body) and "JANE" not in json.dumps(body)
+
+
+async def test_resend_gets_the_same_ack_and_changes_nothing(daemon: Daemon) -> None:
+    raw = next(e for e in TABLE if e.file == "oru_251_two_patients.hl7").raw
+    resent = raw.replace(b"20260304081500-0500", b"20260304091500-0500", 1)  # engines rebuild MSH-7
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        first = ack_codes(await c.send(raw))
+        second = ack_codes(await c.send(resent))
+
+    assert ["AA"] == first == second
+    assert 1 == count(daemon, inbound_message)
+    assert 2 == count(daemon, observation)
+
+
+async def test_same_control_id_with_different_content_is_a_new_message(daemon: Daemon) -> None:
+    raw = next(e for e in TABLE if e.file == "oru_251_anc_normal.hl7").raw
+    other = raw.replace(b"|2.1|", b"|2.2|")
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        await c.send(raw)
+        await c.send(other)
+
+    assert 2 == count(daemon, inbound_message)
+
+
+async def test_many_messages_on_one_connection_and_many_connections(daemon: Daemon) -> None:
+    raws = [e.raw for e in TABLE if e.acks == ["AA"]]
+
+    async def sender(n: int) -> list[str]:
+        async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+            return [ack_codes(await c.send(r))[0] for r in raws]
+
+    results = await asyncio.gather(*(sender(n) for n in range(8)))
+
+    assert all(set(r) == {"AA"} for r in results)
+
+
+async def test_ack_is_never_sent_when_the_store_cannot_commit(daemon: Daemon) -> None:
+    """A failing store answers AE (resend later), never AA."""
+    raw = next(e for e in TABLE if e.file == "oru_251_anc_normal.hl7").raw
+    daemon.store.close()  # the writer thread is gone: every write fails
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        segs = segments(await c.send(raw))
+    daemon.store.start()
+
+    assert "AE" == segs[1][1]
+    assert "207" == next(s for s in segs if s[0] == "ERR")[3].split("^")[0]

@@ -1,0 +1,163 @@
+"""MLLP in -> rules -> outbox -> real RabbitMQ queues, including a broker outage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
+from rems_ingest.demo import oru
+from tests.conftest import make_settings, purge_topology, test_topology
+from tests.proxy import TcpProxy
+
+pytestmark = pytest.mark.rabbitmq
+START = date(2026, 3, 2)
+
+
+async def drain(url: str, queue: str, expect: int, timeout: float = 20) -> list[dict[str, Any]]:
+    """Consume (manual ack) until ``expect`` distinct alerts arrived or the timeout passed."""
+    conn = await aio_pika.connect(url)
+    ch = await conn.channel()
+    q = await ch.get_queue(queue)
+    seen: dict[str, dict[str, Any]] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(seen) < expect and asyncio.get_running_loop().time() < deadline:
+        msg = await q.get(fail=False)
+        if msg is None:
+            await asyncio.sleep(0.1)
+            continue
+        body = json.loads(msg.body)
+        assert msg.message_id == body["alert_id"] == msg.headers["x-alert-id"]
+        assert msg.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert "application/json" == msg.content_type
+        seen[body["alert_id"]] = body
+        await msg.ack()
+    await conn.close()
+    return sorted(seen.values(), key=lambda b: (b["state_version"], b["kind"]))
+
+
+async def enroll_and_walk(d: Daemon, pid: str, population: str, baseline: int | None = None) -> list[str]:
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        for i, b in enumerate(["1.8"] if population == "general" else ["1.2", "1.1"]):
+            await c.send(oru(f"{pid}-B{i}", pid, START - timedelta(days=2 - i), b, f"{pid}-B{i}"))
+        await d.clinic.enroll({"id": pid, "authority": "HOSP", "population": population, "therapy_start": START.isoformat(), "baseline_anc": baseline})
+        acks = []
+        for n, (day, anc) in enumerate([(7, "1.4"), (14, "0.9"), (15, "0.45")]):
+            reply = await c.send(oru(f"{pid}-W{n}", pid, START + timedelta(days=day), anc, f"{pid}-W{n}"))
+            acks.append(reply.decode().split("\r")[1].split("|")[1])
+    return acks
+
+
+@pytest.fixture
+async def pipeline(tmp_path: Path, rabbitmq_url: str):  # type: ignore[no-untyped-def]
+    topo = test_topology()
+    d = Daemon(make_settings(tmp_path, amqp_url=rabbitmq_url))
+    d.relay.topology = topo
+    await d.start()
+    yield d, topo
+    await d.shutdown()
+    await purge_topology(rabbitmq_url, topo)
+
+
+async def test_seed_walk_through_reaches_paging_and_pharmacy_queues(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    d, topo = pipeline
+
+    acks = await enroll_and_walk(d, "GP1", "general")
+    paging = await drain(rabbitmq_url, list(topo.queues)[0], expect=4)
+    pharmacy = await drain(rabbitmq_url, list(topo.queues)[1], expect=5)
+
+    assert ["AA", "AA", "AA"] == acks
+    assert ["monitoring.confirm_repeat", "therapy.interrupt", "therapy.emergency", "therapy.interrupt"] == [b["kind"] for b in paging]
+    assert {"pharmacy.release", "pharmacy.hold", "therapy.interrupt", "therapy.emergency"} == {b["kind"] for b in pharmacy}
+    emergency = next(b for b in paging if b["kind"] == "therapy.emergency")
+    assert ("critical", "emergency", "daily", 450.0, "severe") == (
+        emergency["severity"], emergency["action"], emergency["monitoring"]["frequency"], emergency["anc"]["per_ul"], emergency["anc"]["category"]
+    )
+    assert {"id": "GP1", "authority": "HOSP"} == emergency["patient"]
+    assert "rems.alert/1" == emergency["schema"]
+    versions = [b["state_version"] for b in paging]
+    assert versions == sorted(versions)
+
+
+async def test_ben_patient_continues_at_900_and_is_interrupted_at_450(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    d, topo = pipeline
+
+    await enroll_and_walk(d, "BEN1", "ben", baseline=1100)
+    paging = await drain(rabbitmq_url, list(topo.queues)[0], expect=3)
+
+    assert ["monitoring.confirm_repeat", "therapy.emergency", "therapy.interrupt"] == [b["kind"] for b in paging]
+    assert all(b["population"] == "ben" for b in paging)
+
+
+async def test_alerts_wait_in_the_outbox_while_the_broker_is_unreachable(tmp_path: Path, rabbitmq_url: str) -> None:
+    host_port = rabbitmq_url.rsplit("@", 1)[1].split("/")[0]
+    proxy = TcpProxy(host_port.split(":")[0], int(host_port.split(":")[1]))
+    await proxy.start()
+    topo = test_topology()
+    d = Daemon(make_settings(tmp_path, amqp_url=rabbitmq_url.replace(host_port, f"127.0.0.1:{proxy.port}")))
+    d.relay.topology = topo
+    d.relay.publish_timeout = 2
+    await d.start()
+    try:
+        for _ in range(100):
+            if d.relay.connected:
+                break
+            await asyncio.sleep(0.1)
+        proxy.cut()
+        acks = await enroll_and_walk(d, "OUT1", "general")
+        await asyncio.sleep(1)
+        pending = d.store.read(lambda c: __import__("rems_ingest.adapters.db.repository", fromlist=["Repository"]).Repository(c).outbox_stats()[0])
+
+        assert ["AA", "AA", "AA"] == acks
+        assert pending >= 7
+
+        proxy.restore()
+        clinic = await drain(rabbitmq_url, list(topo.queues)[2], expect=pending, timeout=60)
+        assert pending == len(clinic)
+    finally:
+        await d.shutdown()
+        await proxy.stop()
+        await purge_topology(rabbitmq_url, topo)
+
+
+async def test_running_the_same_stream_twice_publishes_no_new_alert_ids(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    d, topo = pipeline
+    await enroll_and_walk(d, "TWICE", "general")
+    first = await drain(rabbitmq_url, list(topo.queues)[2], expect=7)
+
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        for n, (day, anc) in enumerate([(7, "1.4"), (14, "0.9"), (15, "0.45")]):
+            await c.send(oru(f"TWICE-W{n}", "TWICE", START + timedelta(days=day), anc, f"TWICE-W{n}"))
+    again = await drain(rabbitmq_url, list(topo.queues)[2], expect=1, timeout=3)
+
+    assert 7 == len(first)
+    assert [] == again
+
+
+async def test_a_correction_supersedes_the_alerts_it_withdrew(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    d, topo = pipeline
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        await c.send(oru("C-B0", "CORR", START - timedelta(days=1), "1.8", "C-B0"))
+        await d.clinic.enroll({"id": "CORR", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+        await c.send(oru("C-1", "CORR", START + timedelta(days=6), "0.9", "C-ACC1"))
+        corrected = oru("C-2", "CORR", START + timedelta(days=6), "1.9", "C-ACC1").replace(b"||||F\r", b"||||C\r")
+        await c.send(corrected)
+    alerts = await drain(rabbitmq_url, list(topo.queues)[2], expect=7)
+    pharmacy = await drain(rabbitmq_url, list(topo.queues)[1], expect=6)
+
+    assert 7 == len(alerts)  # release at enrollment, 3 for the 900, 3 withdrawn by the correction
+    superseded = {b["detail"]["superseded_kind"] for b in alerts if b["kind"] == "alert.superseded"}
+    assert {"therapy.interrupt", "pharmacy.hold", "monitoring.confirm_repeat"} <= superseded
+    assert 6 == len(pharmacy)  # release, interrupt, hold, and the 3 supersedes
+    # the pharmacy hears that its hold was withdrawn, and the current status says active
+    assert "pharmacy.hold" in {b["detail"].get("superseded_kind") for b in pharmacy if b["kind"] == "alert.superseded"}
+    assert "active" == max(pharmacy, key=lambda b: b["state_version"])["treatment_status"]
+    status = await d.clinic.status(__import__("rems_ingest.core.model", fromlist=["PatientKey"]).PatientKey("CORR", "HOSP"))
+    assert ("normal", "active") == (status["category"], status["treatment_status"])
