@@ -55,12 +55,22 @@ async def enroll_and_walk(d: Daemon, pid: str, population: str, baseline: int | 
     return acks
 
 
+async def wait_connected(d: Daemon, timeout: float = 20) -> None:
+    """The relay declares the topology when it connects; consumers need the queues."""
+    for _ in range(int(timeout * 10)):
+        if d.relay.connected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("relay did not connect to RabbitMQ")
+
+
 @pytest.fixture
 async def pipeline(tmp_path: Path, rabbitmq_url: str):  # type: ignore[no-untyped-def]
     topo = test_topology()
     d = Daemon(make_settings(tmp_path, amqp_url=rabbitmq_url))
     d.relay.topology = topo
     await d.start()
+    await wait_connected(d)
     yield d, topo
     await d.shutdown()
     await purge_topology(rabbitmq_url, topo)
@@ -106,10 +116,7 @@ async def test_alerts_wait_in_the_outbox_while_the_broker_is_unreachable(tmp_pat
     d.relay.publish_timeout = 2
     await d.start()
     try:
-        for _ in range(100):
-            if d.relay.connected:
-                break
-            await asyncio.sleep(0.1)
+        await wait_connected(d)
         proxy.cut()
         acks = await enroll_and_walk(d, "OUT1", "general")
         await asyncio.sleep(1)
