@@ -138,7 +138,10 @@ class Daemon:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        pending = await self.store.aread(lambda c: Repository(c).outbox_stats()[0])
+        try:
+            pending: int | str = await self.store.aread(lambda c: Repository(c).outbox_stats()[0])
+        except Exception:  # noqa: BLE001 - shutting down anyway; the rows are on disk
+            pending = "unknown"
         self.store.close()
         log.info("daemon_stopped", outbox_pending=pending)
 

@@ -168,3 +168,27 @@ async def test_a_correction_supersedes_the_alerts_it_withdrew(pipeline, rabbitmq
     assert "active" == max(pharmacy, key=lambda b: b["state_version"])["treatment_status"]
     status = await d.clinic.status(__import__("rems_ingest.core.model", fromlist=["PatientKey"]).PatientKey("CORR", "HOSP"))
     assert ("normal", "active") == (status["category"], status["treatment_status"])
+
+
+async def test_pharmacy_hold_then_release_end_to_end(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    """enroll -> ORU -> hold on the pharmacy queue -> check says no -> recovery -> release -> yes."""
+    from rems_ingest.core.model import PatientKey
+
+    d, topo = pipeline
+    key = PatientKey("RX1", "HOSP")
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        await c.send(oru("RX-B", "RX1", START - timedelta(days=1), "1.9", "RX-B"))
+        await d.clinic.enroll({"id": "RX1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+        released = await drain(rabbitmq_url, list(topo.queues)[1], expect=1)
+        await c.send(oru("RX-1", "RX1", START + timedelta(days=7), "0.8", "RX-1"))
+        held = await drain(rabbitmq_url, list(topo.queues)[1], expect=2)
+        no = await d.clinic.dispense_check(key, START + timedelta(days=7))
+        await c.send(oru("RX-2", "RX1", START + timedelta(days=8), "1.2", "RX-2"))
+        back = await drain(rabbitmq_url, list(topo.queues)[1], expect=2)
+        yes = await d.clinic.dispense_check(key, START + timedelta(days=8))
+
+    assert ["pharmacy.release"] == [b["kind"] for b in released]
+    assert {"pharmacy.hold", "therapy.interrupt"} == {b["kind"] for b in held}
+    assert (False, "TREATMENT_HELD_HEME") == (no["authorized"], no["code"])
+    assert {"pharmacy.release", "therapy.resume_eligible"} == {b["kind"] for b in back}
+    assert (True, 7) == (yes["authorized"], yes["max_days_supply"])

@@ -219,7 +219,7 @@ class ClinicService:
         raised: list[dict[str, Any]] = []
         for key in due:
             ids = await self.store.write(lambda conn, k=key: tick(Repository(conn), self.policy(), k, now, today))
-            raised += [{"alert_id": i, "patient": {"id": key.id, "authority": key.authority}} for i in ids]
+            raised += [{"alert_id": i, "kind": kind, "patient": {"id": key.id, "authority": key.authority}} for i, kind in ids]
         if raised:
             self.on_alerts()
         log.info("overdue_sweep_done", checked=len(due), alerts=len(raised), today=today.isoformat())

@@ -7,8 +7,8 @@ history and withdraws alerts no longer justified with ``alert.superseded``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from rems_ingest.adapters.amqp.payloads import alert_payload, encode
@@ -19,7 +19,6 @@ from rems_ingest.core.history import merge
 from rems_ingest.core.model import (
     Alert,
     AncResult,
-    ClinicalEvent,
     Event,
     PatientKey,
     PatientState,
@@ -46,6 +45,7 @@ class Applied:
     alerts: list[str]  # alert ids written
     changed: bool
     explanation: str = ""
+    kinds: list[str] = field(default_factory=list)
 
 
 def outbox_row(patient: PatientKey, pk: int | None, alert: Alert, state: PatientState | None, version: int, cause: dict[str, str], policy: RulesPolicy, now: datetime) -> dict[str, Any]:
@@ -132,10 +132,10 @@ def apply_event(
     rows = [outbox_row(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
     repo.add_alerts(rows)
     repo.save_patient(row.pk, new_state, version, last, stamp, **(extra or {}))
-    return Applied(row, new_state, version, [r["alert_id"] for r in rows], True, explanation)
+    return Applied(row, new_state, version, [r["alert_id"] for r in rows], True, explanation, [r["kind"] for r in rows])
 
 
-def tick(repo: Repository, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[str]:
+def tick(repo: Repository, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[tuple[str, str]]:
     """Overdue sweep for one patient; the Tick is stored only when it raised something."""
     from rems_ingest.core.model import Tick
 
@@ -148,7 +148,6 @@ def tick(repo: Repository, policy: RulesPolicy, key: PatientKey, now: datetime, 
     decision = rules.step(policy, row.state, ev)
     if not decision.alerts:
         return []
-    return apply_event(repo, policy, key, ev, cause={"source": "overdue_sweep"}, now=now, row=row).alerts
+    applied = apply_event(repo, policy, key, ev, cause={"source": "overdue_sweep"}, now=now, row=row)
+    return list(zip(applied.alerts, applied.kinds))
 
-
-__all__ = ["apply_event", "tick", "outbox_row", "ClinicalEvent", "timedelta"]

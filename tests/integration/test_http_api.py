@@ -1,0 +1,218 @@
+"""The HTTP API through the real aiohttp server: enrollment, events, dispense checks, sweeps."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
+from rems_ingest.demo import oru
+
+START = date(2026, 3, 2)
+
+
+class Api:
+    def __init__(self, d: Daemon, session: aiohttp.ClientSession) -> None:
+        self.d, self.s = d, session
+        self.base = f"http://127.0.0.1:{d.http_port}"
+
+    async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        async with self.s.request(method, self.base + path, **kw) as r:
+            return r.status, await r.json()
+
+    async def enroll(self, pid: str, population: str = "general", **extra: Any) -> tuple[int, Any]:
+        return await self.call("POST", "/v1/patients", json={"id": pid, "authority": "HOSP", "population": population, "therapy_start": START.isoformat(), **extra})
+
+    async def event(self, pid: str, type_: str, on: date, **extra: Any) -> tuple[int, Any]:
+        return await self.call("POST", f"/v1/patients/{pid}/events?authority=HOSP", json={"type": type_, "on": on.isoformat(), "by": "DR1", **extra})
+
+    async def check(self, pid: str, on: date) -> dict[str, Any]:
+        status, body = await self.call("GET", f"/v1/patients/{pid}/dispense-check?authority=HOSP&on={on.isoformat()}")
+        assert 200 == status
+        return body  # type: ignore[no-any-return]
+
+    async def anc(self, pid: str, on: date, k: str, n: int = 0) -> None:
+        async with MllpClient("127.0.0.1", self.d.server.bound_port) as c:
+            reply = await c.send(oru(f"{pid}-{on}-{n}", pid, on, k, f"{pid}-{on}-{n}"))
+        assert b"MSA|AA" in reply
+
+
+@pytest.fixture
+async def api(daemon: Daemon) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as s:
+        yield Api(daemon, s)
+
+
+async def started(api: Api, pid: str, freq: str | None = None, population: str = "general") -> None:
+    if population == "ben":
+        await api.anc(pid, START - timedelta(days=2), "1.2")
+        await api.anc(pid, START - timedelta(days=1), "1.1")
+        status, _ = await api.enroll(pid, "ben", baseline_anc=1100)
+    else:
+        await api.anc(pid, START - timedelta(days=1), "1.8")
+        status, _ = await api.enroll(pid, monitoring_frequency=freq) if freq else await api.enroll(pid)
+    assert 201 == status
+
+
+class TestEnrollment:
+    async def test_enroll_returns_the_patient_status(self, api: Api) -> None:
+        await api.anc("E1", START - timedelta(days=1), "1.8")
+        status, body = await api.enroll("E1", prescriber_id="DR1", pharmacy_id="RX1")
+
+        assert 201 == status
+        assert ("continue", "active", "weekly") == (body["action"], body["treatment_status"], body["monitoring"]["frequency"])
+
+    async def test_duplicate_enrollment_is_409(self, api: Api) -> None:
+        await api.enroll("E2")
+        status, body = await api.enroll("E2")
+
+        assert (409, "conflict") == (status, body["error"])
+
+    @pytest.mark.parametrize(
+        ("body", "status"),
+        [
+            ({"id": "X", "population": "martian", "therapy_start": "2026-03-02"}, 422),
+            ({"id": "X", "population": "general", "therapy_start": "03/02/2026"}, 422),
+            ({"population": "general", "therapy_start": "2026-03-02"}, 422),
+            ({"id": "X", "population": "general", "therapy_start": "2026-03-02", "baseline_anc": 1200}, 422),
+        ],
+    )
+    async def test_invalid_enrollment_says_why(self, api: Api, body: dict[str, Any], status: int) -> None:
+        got, err = await api.call("POST", "/v1/patients", json=body)
+
+        assert status == got
+        assert err["detail"]
+
+    async def test_malformed_json_is_400(self, api: Api) -> None:
+        status, body = await api.call("POST", "/v1/patients", data=b"{not json", headers={"Content-Type": "application/json"})
+
+        assert (400, "bad_json") == (status, body["error"])
+
+    async def test_unknown_patient_status_is_404(self, api: Api) -> None:
+        assert 404 == (await api.call("GET", "/v1/patients/NOPE?authority=HOSP"))[0]
+
+
+class TestPrescriberEvents:
+    async def test_interrupt_and_resume(self, api: Api) -> None:
+        await started(api, "P1")
+        s1, b1 = await api.event("P1", "interrupt", START + timedelta(days=3))
+        s2, b2 = await api.event("P1", "resume", START + timedelta(days=5))
+
+        assert (201, "held_other") == (s1, b1["treatment_status"])
+        assert (201, "active") == (s2, b2["treatment_status"])
+
+    async def test_resume_below_recovery_threshold_is_409(self, api: Api) -> None:
+        await started(api, "P2")
+        await api.anc("P2", START + timedelta(days=7), "0.8")
+        status, body = await api.event("P2", "resume", START + timedelta(days=8))
+
+        assert 409 == status
+        assert "not recovered" in body["detail"]
+
+    async def test_rechallenge_after_severe_needs_a_recorded_decision(self, api: Api) -> None:
+        await started(api, "P3")
+        await api.anc("P3", START + timedelta(days=7), "0.4")
+        await api.anc("P3", START + timedelta(days=9), "1.6")
+        missing, _ = await api.event("P3", "rechallenge", START + timedelta(days=10))
+        ok, body = await api.event("P3", "rechallenge", START + timedelta(days=10), rationale="treatment-resistant; benefit outweighs risk")
+
+        assert 422 == missing
+        assert (201, "active", START + timedelta(days=10)) == (ok, body["treatment_status"], date.fromisoformat(body["therapy_start"]))
+
+    async def test_discontinue_override_fever_and_stepdown(self, api: Api) -> None:
+        await started(api, "P4")
+        await api.anc("P4", START + timedelta(days=7), "0.8")
+        s_override, b_override = await api.event("P4", "override", START + timedelta(days=8), rationale="documented benefit")
+        s_fever, b_fever = await api.event("P4", "fever", START + timedelta(days=9), temperature_c=39.0)
+        s_step, _ = await api.event("P4", "stepdown_confirmed", START + timedelta(days=9))
+        s_disc, b_disc = await api.event("P4", "discontinue", START + timedelta(days=10))
+
+        assert (201, "continue_with_override") == (s_override, b_override["action"])
+        assert 201 == s_fever and b_fever["alerts_raised"]
+        assert 409 == s_step
+        assert (201, "discontinued") == (s_disc, b_disc["treatment_status"])
+
+    async def test_event_for_unknown_patient_is_404(self, api: Api) -> None:
+        assert 404 == (await api.event("GHOST", "interrupt", START))[0]
+
+
+class TestDispenseCheck:
+    @pytest.mark.parametrize(("freq", "window", "supply"), [("weekly", 7, 7), ("every_2_weeks", 15, 14), ("monthly", 31, 30)])
+    async def test_days_around_each_window_boundary(self, api: Api, freq: str, window: int, supply: int) -> None:
+        pid = f"W-{freq}"
+        await started(api, pid, freq=freq)
+        drawn = START + timedelta(days=1)
+        await api.anc(pid, drawn, "2.0")
+
+        inside = await api.check(pid, drawn + timedelta(days=window - 1))
+        edge = await api.check(pid, drawn + timedelta(days=window))
+        past = await api.check(pid, drawn + timedelta(days=window + 1))
+
+        assert (True, True, False) == (inside["authorized"], edge["authorized"], past["authorized"])
+        assert supply == edge["max_days_supply"]
+        assert 2000.0 == edge["latest_anc"]["per_ul"]
+        assert "DISPENSE_HOLD_ANC_NOT_CURRENT" == past["code"]
+
+    async def test_ben_patient_at_800_may_dispense(self, api: Api) -> None:
+        await started(api, "B1", population="ben")
+        await api.anc("B1", START + timedelta(days=7), "0.8")
+
+        assert (await api.check("B1", START + timedelta(days=7)))["authorized"]
+
+    async def test_interrupted_patient_may_not(self, api: Api) -> None:
+        await started(api, "I1")
+        await api.event("I1", "interrupt", START + timedelta(days=2))
+        body = await api.check("I1", START + timedelta(days=3))
+
+        assert (False, "TREATMENT_HELD_OTHER") == (body["authorized"], body["code"])
+
+    async def test_unknown_patient_may_not(self, api: Api) -> None:
+        body = await api.check("NOBODY", START)
+
+        assert (False, "PATIENT_NOT_ENROLLED") == (body["authorized"], body["code"])
+
+    async def test_store_unreachable_means_no(self, api: Api) -> None:
+        from sqlalchemy import create_engine
+
+        healthy = api.d.store._reader
+        api.d.store._reader = create_engine("sqlite:////nonexistent/dir/x.db")
+        try:
+            body = await api.check("ANY", START)
+        finally:
+            api.d.store._reader = healthy
+
+        assert (False, "STORE_UNAVAILABLE") == (body["authorized"], body["code"])
+
+
+class TestOverdue:
+    async def test_one_lab_overdue_per_missed_date_however_often_the_sweep_runs(self, api: Api) -> None:
+        await started(api, "O1")
+        await api.anc("O1", START + timedelta(days=1), "1.9")  # due START+8
+        now = f"{(START + timedelta(days=10)).isoformat()}T09:00:00%2B00:00"
+
+        first = await api.call("POST", f"/v1/sweeps/overdue?now={now}")
+        second = await api.call("POST", f"/v1/sweeps/overdue?now={now}")
+        later = await api.call("POST", f"/v1/sweeps/overdue?now={(START + timedelta(days=12)).isoformat()}T09:00:00%2B00:00")
+
+        assert ["lab.overdue", "pharmacy.hold"] == sorted(a["kind"] for a in first[1]["alerts"])
+        kinds = [a["kind"] for a in (await api.call("GET", "/v1/patients/O1?authority=HOSP"))[1]["recent_alerts"]]
+        assert 1 == kinds.count("lab.overdue")
+        assert [] == second[1]["alerts"] and [] == later[1]["alerts"]
+
+    async def test_sweep_now_must_carry_an_offset(self, api: Api) -> None:
+        assert 422 == (await api.call("POST", "/v1/sweeps/overdue?now=2026-03-10T09:00:00"))[0]
+
+
+async def test_health_readiness_and_metrics(api: Api) -> None:
+    h = await api.call("GET", "/healthz")
+    r = await api.call("GET", "/readyz")
+    async with api.s.get(api.base + "/metrics") as resp:
+        text = await resp.text()
+
+    assert (200, "ok") == (h[0], h[1]["status"])
+    assert (200, True, "disabled") == (r[0], r[1]["ready"], r[1]["broker"])
+    assert "rems_outbox_backlog" in text and "rems_ack_latency_seconds" in text
