@@ -48,8 +48,11 @@ def parse_frame(
     except Hl7Error as exc:
         text = raw[:2048].decode("latin-1")
         return [ParsedMessage(text="", charset=default_charset, header=_header_only(text), error=exc)]
+    texts = split_messages(decoded.text)
+    if not texts:  # e.g. a batch envelope with no message in it: still answer
+        return [ParsedMessage(text="", charset=decoded.charset, header=None, error=Unparseable("frame holds no MSH segment", "MSH^1"))]
     out = []
-    for text in split_messages(decoded.text):
+    for text in texts:
         header = _header_only(text)
         if header is None:
             out.append(ParsedMessage(text, decoded.charset, None, error=Unparseable("invalid or missing MSH segment", "MSH^1")))

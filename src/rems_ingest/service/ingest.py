@@ -158,18 +158,7 @@ class IngestService:
         if found is not None:
             return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
         policy = self.policy()
-        msg_id = repo.insert_message(
-            dedupe_key=dkey,
-            sending_app=h.sending_app[:200],
-            sending_facility=h.sending_facility[:200],
-            control_id=h.control_id[:200],
-            received_at=now.isoformat(),
-            status="RECEIVED",
-            ack_code="AA",
-            ack_detail="[]",
-            charset=m.charset,
-            raw=m.text.encode("utf-8", "surrogateescape"),
-        )
+        obs_rows: list[dict[str, Any]] = []
         cause = {"sending_facility": h.sending_facility, "sending_application": h.sending_app, "message_control_id": h.control_id}
         errors: list[dict[str, Any]] = []
         alerts = 0
@@ -182,8 +171,7 @@ class IngestService:
         for obs, event in events:
             row = repo.patient(obs.patient, create=True, lock=True, now=now.isoformat())
             assert row is not None
-            repo.insert_observation(
-                message_id=msg_id,
+            obs_rows.append(dict(
                 patient_pk=row.pk,
                 result_key=obs.result_key[:400],
                 anc_per_ul=str(obs.anc),
@@ -195,7 +183,7 @@ class IngestService:
                 original_unit=obs.original_unit[:80],
                 derived=obs.derived,
                 censored=obs.censored,
-            )
+            ))
             try:
                 applied = apply_event(repo, policy, obs.patient, event, cause=cause, now=now, row=row)
             except CoreError as exc:
@@ -212,6 +200,17 @@ class IngestService:
             repo.add_alerts([outbox_row(pkey or PatientKey(""), row.pk if row else None, alert, row.state if row else None, row.version if row else 0, cause, policy, now)])
             alerts += 1
             errors.append(dict(code=code, text=_ERR_TEXT.get(code, "Application error"), location=location, severity="W", message=reason))
-        status = "PROCESSED" if ex.observations else "FILTERED"
-        repo.finish_message(msg_id, status, "AA", errors)
+        msg_id = repo.insert_message(
+            dedupe_key=dkey,
+            sending_app=h.sending_app[:200],
+            sending_facility=h.sending_facility[:200],
+            control_id=h.control_id[:200],
+            received_at=now.isoformat(),
+            status="PROCESSED" if ex.observations else "FILTERED",
+            ack_code="AA",
+            ack_detail=json.dumps(errors),
+            charset=m.charset,
+            raw=m.text.encode("utf-8", "surrogateescape"),
+        )
+        repo.insert_observations([{**r, "message_id": msg_id} for r in obs_rows])
         return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs)

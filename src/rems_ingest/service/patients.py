@@ -87,20 +87,19 @@ def apply_event(
     stamp = now.isoformat()
     row = row or repo.patient(key, create=True, lock=True, now=stamp)
     assert row is not None
-    existing = repo.event(row.pk, event.key)
-    if existing == event:
-        return Applied(row, row.state, row.version, [], False, "duplicate event: nothing changed")
     skey = sort_key_text(event)
     removal = isinstance(event, AncResult) and event.status in (ResultStatus.DELETED, ResultStatus.WRONG)
     new_alerts: list[Alert] = []
-    if existing is None and not removal and skey >= row.last_sort_key:
+    # fast path: a new event that sorts after everything stored (one INSERT decides)
+    if not removal and skey >= row.last_sort_key and repo.add_event(row.pk, event, stamp):
         decision = rules.step(policy, row.state, event)
         new_state = decision.state
         new_alerts = list(decision.alerts)
         explanation = decision.explanation
-        repo.put_event(row.pk, event, stamp)
         last = skey
     else:
+        if repo.event(row.pk, event.key) == event:
+            return Applied(row, row.state, row.version, [], False, "duplicate event: nothing changed")
         history = repo.events(row.pk)
         merged, changed = merge(history, event)
         if not changed:
@@ -123,11 +122,10 @@ def apply_event(
         else:
             repo.put_event(row.pk, event, stamp)
         last = max((sort_key_text(e) for e in merged), default="")
-    if not new_state.enrolled:
-        # keep only what a later enrollment needs: the most recent results
-        keep = sorted((e for e in (repo.events(row.pk))), key=event_sort_key)[-UNENROLLED_KEEP:]
-        repo.prune_events(row.pk, [e.key for e in keep])
     version = row.version + 1
+    if not new_state.enrolled and version % UNENROLLED_KEEP == 0:
+        # keep only what a later enrollment needs: the most recent results (bounded growth)
+        repo.prune_events(row.pk, UNENROLLED_KEEP)
     new_state = replace(new_state, version=version)
     rows = [outbox_row(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
     repo.add_alerts(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from datetime import date, datetime
 from decimal import Decimal
@@ -59,8 +60,13 @@ def _typed(tp: Any, v: Any) -> Any:
     return v
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, vars(model))  # costly (~50 µs); computed once per class
+
+
 def _from(cls: type, data: dict[str, Any]) -> Any:
-    hints = get_type_hints(cls, vars(model))
+    hints = _hints(cls)
     return cls(**{k: _typed(hints[k], v) for k, v in data.items() if k in hints})
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -38,50 +38,83 @@ class OutboxRow:
     attempts: int
 
 
+_STATEMENTS: dict[tuple[str, bool], Any] = {}
+
+
+def _hot(name: str, pg: bool) -> Any:
+    """Hot-path statements built once per dialect; values travel as bind parameters, so
+    SQLAlchemy neither re-coerces values nor recomputes cache keys per message."""
+    key = (name, pg)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        ins = pg_insert if pg else sqlite_insert
+        if name == "find_message":
+            stmt = select(inbound_message.c.ack_code, inbound_message.c.ack_detail).where(inbound_message.c.dedupe_key == bindparam("k"))
+        elif name == "insert_message":
+            stmt = insert(inbound_message).returning(inbound_message.c.id)
+        elif name in ("patient", "patient_lock"):
+            stmt = select(patient).where(patient.c.patient_id == bindparam("pid"), patient.c.authority == bindparam("auth"))
+            if name == "patient_lock" and pg:
+                stmt = stmt.with_for_update()  # per-patient serialization across daemons
+        elif name == "new_patient":
+            stmt = ins(patient).on_conflict_do_nothing(index_elements=["patient_id", "authority"])
+        elif name == "add_event":
+            stmt = ins(patient_event).on_conflict_do_nothing(index_elements=["patient_pk", "event_key"])
+        elif name == "save_patient":
+            stmt = (
+                update(patient)
+                .where(patient.c.id == bindparam("pk"))
+                .values(state=bindparam("state"), version=bindparam("version"), last_sort_key=bindparam("lsk"), enrolled=bindparam("enrolled"), next_due=bindparam("due"), updated_at=bindparam("at"))
+            )
+        elif name == "add_alerts":
+            stmt = ins(outbox).on_conflict_do_nothing(index_elements=["alert_id"])
+        else:  # pragma: no cover
+            raise KeyError(name)
+        _STATEMENTS[key] = stmt
+    return stmt
+
+
 class Repository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
 
-    def _insert_ignore(self, table: Any, values: dict[str, Any] | list[dict[str, Any]], key: str) -> Any:
-        ins = pg_insert(table) if self.pg else sqlite_insert(table)
-        return self.conn.execute(ins.values(values).on_conflict_do_nothing(index_elements=[key]))
-
     # ------------------------------------------------------------ messages
 
     def find_message(self, dedupe_key: str) -> Any:
-        return self.conn.execute(select(inbound_message).where(inbound_message.c.dedupe_key == dedupe_key)).first()
+        return self.conn.execute(_hot("find_message", self.pg), {"k": dedupe_key}).first()
 
     def insert_message(self, **values: Any) -> int:
-        return int(self.conn.execute(insert(inbound_message).values(**values).returning(inbound_message.c.id)).scalar_one())
+        return int(self.conn.execute(_hot("insert_message", self.pg), values).scalar_one())
 
-    def finish_message(self, msg_id: int, status: str, ack_code: str, ack_detail: list[dict[str, Any]]) -> None:
-        self.conn.execute(
-            update(inbound_message).where(inbound_message.c.id == msg_id).values(status=status, ack_code=ack_code, ack_detail=json.dumps(ack_detail))
-        )
-
-    def insert_observation(self, **values: Any) -> None:
-        self.conn.execute(insert(observation).values(**values))
+    def insert_observations(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(observation), rows)
 
     # ------------------------------------------------------------ patients
 
     def patient(self, key: PatientKey, *, create: bool, lock: bool, now: str = "") -> PatientRow | None:
         """The patient's row, locked for update (per-patient serialization on PostgreSQL)."""
-        q = select(patient).where(patient.c.patient_id == key.id, patient.c.authority == key.authority)
-        if lock and self.pg:
-            q = q.with_for_update()
-        row = self.conn.execute(q).first()
+        q = _hot("patient_lock" if lock else "patient", self.pg)
+        params = {"pid": key.id, "auth": key.authority}
+        row = self.conn.execute(q, params).first()
         if row is None and create:
-            ins = (pg_insert(patient) if self.pg else sqlite_insert(patient)).values(
-                patient_id=key.id, authority=key.authority, enrolled=False, state=codec.dump_state(PatientState()), version=0, last_sort_key="", updated_at=now, prescriber_id="", pharmacy_id=""
+            self.conn.execute(
+                _hot("new_patient", self.pg),
+                dict(patient_id=key.id, authority=key.authority, enrolled=False, state=codec.dump_state(PatientState()), version=0, last_sort_key="", updated_at=now, prescriber_id="", pharmacy_id=""),
             )
-            self.conn.execute(ins.on_conflict_do_nothing(constraint="uq_patient_key") if self.pg else ins.on_conflict_do_nothing(index_elements=["patient_id", "authority"]))
-            row = self.conn.execute(q).first()
+            row = self.conn.execute(q, params).first()
         if row is None:
             return None
         return PatientRow(row.id, key, bool(row.enrolled), codec.load_state(row.state), row.version, row.last_sort_key, row.prescriber_id, row.pharmacy_id)
 
     def save_patient(self, pk: int, state: PatientState, version: int, last_sort_key: str, now: str, **extra: Any) -> None:
+        if not extra:
+            self.conn.execute(
+                _hot("save_patient", self.pg),
+                dict(pk=pk, state=codec.dump_state(state), version=version, lsk=last_sort_key, enrolled=state.enrolled, due=state.next_due.isoformat() if state.next_due else None, at=now),
+            )
+            return
         self.conn.execute(
             update(patient)
             .where(patient.c.id == pk)
@@ -104,6 +137,11 @@ class Repository:
         rows = self.conn.execute(select(patient_event.c.body).where(patient_event.c.patient_pk == pk).order_by(patient_event.c.id)).scalars()
         return [codec.load_event(b) for b in rows]
 
+    def add_event(self, pk: int, event: Event, now: str) -> bool:
+        """Insert a new event; False if its key is already stored (then take the slow path)."""
+        values = dict(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now)
+        return bool(self.conn.execute(_hot("add_event", self.pg), values).rowcount)
+
     def put_event(self, pk: int, event: Event, now: str) -> None:
         self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == event.key))
         self.conn.execute(insert(patient_event).values(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now))
@@ -111,9 +149,10 @@ class Repository:
     def delete_event(self, pk: int, key: str) -> None:
         self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == key))
 
-    def prune_events(self, pk: int, keep_keys: Iterable[str]) -> None:
-        keep = list(keep_keys)
-        self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key.not_in(keep)))
+    def prune_events(self, pk: int, keep: int) -> None:
+        """Keep only the ``keep`` most recently recorded events of a patient."""
+        newest = select(patient_event.c.id).where(patient_event.c.patient_pk == pk).order_by(patient_event.c.id.desc()).limit(keep)
+        self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.id.not_in(newest.scalar_subquery())))
 
     def due_patients(self, before: date, limit: int = 10_000) -> list[PatientKey]:
         rows = self.conn.execute(
@@ -144,10 +183,9 @@ class Repository:
         )
         return [(r.alert_id, codec.load_alert(r.alert)) for r in rows]
 
-    def add_alerts(self, rows: Sequence[dict[str, Any]]) -> int:
-        if not rows:
-            return 0
-        return int(self._insert_ignore(outbox, list(rows), "alert_id").rowcount or 0)
+    def add_alerts(self, rows: Sequence[dict[str, Any]]) -> None:
+        for row in rows:  # one by one: executemany with ON CONFLICT is not portable
+            self.conn.execute(_hot("add_alerts", self.pg), row)
 
     def withdraw(self, alert_ids: Sequence[str]) -> None:
         if alert_ids:
