@@ -116,18 +116,7 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
 
 def test_topology(prefix: str | None = None, queue_type: str = "quorum") -> Topology:
     """Per-test names so tests never read each other's alerts on the shared broker."""
-    p = prefix or f"t{uuid.uuid4().hex[:8]}"
-    return Topology(
-        exchange=f"{p}.alerts",
-        dlx=f"{p}.dlx",
-        dead_letter_queue=f"{p}.dead-letter",
-        queue_type=queue_type,
-        queues={
-            f"{p}.paging": ("alert.therapy.*", "alert.lab.overdue", "alert.lab.overdue_resolved", "alert.monitoring.confirm_repeat", "alert.alert.superseded"),
-            f"{p}.pharmacy": ("alert.pharmacy.*", "alert.therapy.*", "alert.alert.superseded"),
-            f"{p}.clinic": ("alert.#",),
-        },
-    )
+    return Topology.with_prefix(prefix or f"t{uuid.uuid4().hex[:8]}", queue_type)
 
 
 test_topology.__test__ = False  # type: ignore[attr-defined]

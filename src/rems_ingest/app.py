@@ -72,7 +72,7 @@ class Daemon:
         s = self.settings
         self.policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
         self.store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max)
-        self.relay = OutboxRelay(self.store, s.amqp.resolved_url(), Topology(queue_type=s.amqp.queue_type), batch=s.amqp.batch, publish_timeout=s.amqp.publish_timeout_seconds)
+        self.relay = OutboxRelay(self.store, s.amqp.resolved_url(), Topology.with_prefix(s.amqp.topology_prefix, s.amqp.queue_type), batch=s.amqp.batch, publish_timeout=s.amqp.publish_timeout_seconds)
         self.ingest = IngestService(
             self.store,
             self.policy,

@@ -62,6 +62,7 @@ class AmqpSettings(_Section):
     url: SecretStr | None = None  # unset: alerts are held durably in the outbox
     url_file: Path | None = None
     queue_type: Literal["quorum", "classic"] = "quorum"
+    topology_prefix: str = Field("rems", pattern=r"^[A-Za-z0-9_.-]{1,60}$")  # rems.alerts, rems.paging, ...
     publish_timeout_seconds: float = Field(10, gt=0)
     batch: int = Field(500, ge=1, le=10_000)
 

@@ -8,20 +8,27 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 
+def _queues(prefix: str) -> dict[str, tuple[str, ...]]:
+    return {
+        f"{prefix}.paging": ("alert.therapy.*", "alert.lab.overdue", "alert.lab.overdue_resolved", "alert.monitoring.confirm_repeat", "alert.alert.superseded"),
+        f"{prefix}.pharmacy": ("alert.pharmacy.*", "alert.therapy.*", "alert.alert.superseded"),
+        # every kind is routable somewhere: the complete clinical feed (EHR / audit consumers)
+        f"{prefix}.clinic": ("alert.#",),
+    }
+
+
 @dataclass(frozen=True)
 class Topology:
     exchange: str = "rems.alerts"
     dlx: str = "rems.dlx"
     dead_letter_queue: str = "rems.dead-letter"
     queue_type: str = "quorum"  # quorum where the broker supports it; "classic" otherwise
-    queues: dict[str, tuple[str, ...]] = field(
-        default_factory=lambda: {
-            "rems.paging": ("alert.therapy.*", "alert.lab.overdue", "alert.lab.overdue_resolved", "alert.monitoring.confirm_repeat", "alert.alert.superseded"),
-            "rems.pharmacy": ("alert.pharmacy.*", "alert.therapy.*", "alert.alert.superseded"),
-            # every kind is routable somewhere: the complete clinical feed (EHR / audit consumers)
-            "rems.clinic": ("alert.#",),
-        }
-    )
+    queues: dict[str, tuple[str, ...]] = field(default_factory=lambda: _queues("rems"))
+
+    @classmethod
+    def with_prefix(cls, prefix: str, queue_type: str = "quorum") -> "Topology":
+        """``rems`` gives the contract's names; another prefix isolates an environment."""
+        return cls(f"{prefix}.alerts", f"{prefix}.dlx", f"{prefix}.dead-letter", queue_type, _queues(prefix))
 
 
 async def declare(channel: AbstractChannel, topo: Topology) -> AbstractExchange:
