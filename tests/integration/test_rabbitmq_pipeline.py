@@ -91,6 +91,7 @@ async def test_seed_walk_through_reaches_paging_and_pharmacy_queues(pipeline, ra
         emergency["severity"], emergency["action"], emergency["monitoring"]["frequency"], emergency["anc"]["per_ul"], emergency["anc"]["category"]
     )
     assert {"id": "GP1", "authority": "HOSP"} == emergency["patient"]
+    assert (START + timedelta(days=15)).isoformat() + "T08:00:00" == emergency["anc"]["observed_at"][:19]
     assert "rems.alert/1" == emergency["schema"]
     versions = [b["state_version"] for b in paging]
     assert versions == sorted(versions)

@@ -76,7 +76,7 @@ def check(policy: "RulesPolicy", state: PatientState | None, on: date) -> Dispen
     return DispenseDecision(
         True,
         "ANC_CURRENT",
-        f"May dispense{rationale}: {anc} ({days} days ago) is within the {window}-day window; supply at most {supply} days",
+        f"May dispense{rationale}: {anc} ({days} {'day' if days == 1 else 'days'} ago) is within the {window}-day window; supply at most {supply} days",
         supply,
         latest,
         window,

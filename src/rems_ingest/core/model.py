@@ -230,6 +230,7 @@ class LatestAnc:
     on: date
     category: Category
     key: str
+    observed_at: datetime | None = None  # specimen time with the lab's offset, for consumers
 
 
 @dataclass(frozen=True, slots=True)

@@ -290,7 +290,7 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
     if not e.status.counts:
         return s, [], f"result status {e.status.value} does not count"
 
-    latest = LatestAnc(value=e.value, on=e.on, category=cat, key=e.key)
+    latest = LatestAnc(value=e.value, on=e.on, category=cat, key=e.key, observed_at=e.observed_at)
     alerts: list[Alert] = []
     cause = f"anc:{e.key}"
 

@@ -32,7 +32,12 @@ def alert_payload(
         "reason": alert.reason,
         "patient": {"id": patient.id, "authority": patient.authority},
         "anc": (
-            {"per_ul": float(latest.value), "observed_on": latest.on.isoformat(), "category": latest.category.value}
+            {
+                "per_ul": float(latest.value),
+                "observed_at": (latest.observed_at or datetime.combine(latest.on, datetime.min.time())).isoformat(),
+                "observed_on": latest.on.isoformat(),
+                "category": latest.category.value,
+            }
             if latest
             else None
         ),
