@@ -236,7 +236,7 @@ def check_config(ctx: click.Context) -> None:
 
 
 def _simulate_events(path: Path, population: Population, therapy_start: date, baseline: Decimal | None) -> list[tuple[int, str, Any]]:
-    events: list[tuple[int, str, Any]] = [(0, "enroll", Enroll("enroll", therapy_start, population, therapy_start, baseline))]
+    events: list[tuple[int, str, Any]] = []
     last: date | None = None
     with open(path, newline="") as fh:
         for n, row in enumerate(csv.reader(fh), 1):
@@ -257,7 +257,7 @@ def _simulate_events(path: Path, population: Population, therapy_start: date, ba
                 value = None
             if value is not None:
                 status = ResultStatus(args[0]) if args and args[0] else ResultStatus.FINAL
-                events.append((n, f"ANC {what}", AncResult(f"line{n}", value, datetime(on.year, on.month, on.day, 8), status)))
+                events.append((n, f"ANC {what}" + (f" ({status.value}, ignored)" if status is not ResultStatus.FINAL and status is not ResultStatus.CORRECTED else ""), AncResult(f"line{n}", value, datetime(on.year, on.month, on.day, 8), status)))
             elif what == "tick":
                 events.append((n, "overdue check", Tick(f"tick{n}", on)))
             elif what in ("interrupt", "resume", "discontinue", "rechallenge", "override", "stepdown_confirmed", "fever"):
@@ -267,6 +267,9 @@ def _simulate_events(path: Path, population: Population, therapy_start: date, ba
                 events.append((n, what, ClinicalEvent(f"line{n}", what, on, by=by, rationale=rationale, temperature_c=temp)))
             else:
                 raise click.UsageError(f"{path}:{n}: {what!r} is neither an ANC value nor a known event")
+    # enrollment happens at therapy start: earlier lines are pre-treatment (baseline) results
+    at = next((i for i, (_, _, e) in enumerate(events) if e.on >= therapy_start), len(events))
+    events.insert(at, (0, "enroll", Enroll("enroll", therapy_start, population, therapy_start, baseline)))
     return events
 
 
@@ -301,7 +304,8 @@ def simulate(file: Path, profile: str, population: str, therapy_start: datetime,
                 "line": line,
                 "date": ev.on.isoformat(),
                 "input": label,
-                "category": d.category.value if d.category else "",
+                # pre-enrollment results are baselines, not yet categorized for this patient's population
+                "category": d.category.value if d.category and state.enrolled and not (isinstance(ev, AncResult) and not ev.status.counts) else "",
                 "action": d.action,
                 "treatment": state.treatment.value,
                 "frequency": d.frequency.value,
