@@ -157,13 +157,14 @@ async def test_a_correction_supersedes_the_alerts_it_withdrew(pipeline, rabbitmq
         await c.send(oru("C-1", "CORR", START + timedelta(days=6), "0.9", "C-ACC1"))
         corrected = oru("C-2", "CORR", START + timedelta(days=6), "1.9", "C-ACC1").replace(b"||||F\r", b"||||C\r")
         await c.send(corrected)
-    alerts = await drain(rabbitmq_url, list(topo.queues)[2], expect=7)
-    pharmacy = await drain(rabbitmq_url, list(topo.queues)[1], expect=6)
+    alerts = await drain(rabbitmq_url, list(topo.queues)[2], expect=8)
+    pharmacy = await drain(rabbitmq_url, list(topo.queues)[1], expect=7)
 
-    assert 7 == len(alerts)  # release at enrollment, 3 for the 900, 3 withdrawn by the correction
+    assert 8 == len(alerts)  # release at enrollment, 3 for the 900, 3 withdrawn by the correction, a new release
     superseded = {b["detail"]["superseded_kind"] for b in alerts if b["kind"] == "alert.superseded"}
     assert {"therapy.interrupt", "pharmacy.hold", "monitoring.confirm_repeat"} <= superseded
-    assert 6 == len(pharmacy)  # release, interrupt, hold, and the 3 supersedes
+    assert 7 == len(pharmacy)  # release, interrupt, hold, the 3 supersedes and a release in the pharmacy's own words
+    assert ["pharmacy.release", "pharmacy.hold", "pharmacy.release"] == [b["kind"] for b in pharmacy if b["kind"].startswith("pharmacy.")]
     # the pharmacy hears that its hold was withdrawn, and the current status says active
     assert "pharmacy.hold" in {b["detail"].get("superseded_kind") for b in pharmacy if b["kind"] == "alert.superseded"}
     assert "active" == max(pharmacy, key=lambda b: b["state_version"])["treatment_status"]

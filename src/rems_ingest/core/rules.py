@@ -632,9 +632,25 @@ def diff_alerts(before: Sequence[Alert], after: Sequence[Alert]) -> tuple[list[A
     """(withdrawn, new) between two folds, by alert identity (kind, cause)."""
     b = {a.identity: a for a in before}
     a_ = {a.identity: a for a in after}
-    withdrawn = [x for k, x in b.items() if k not in a_ and x.kind is not AlertKind.ALERT_SUPERSEDED]
+    # refold notices are not part of any fold: they stay true for the moment they were raised
+    withdrawn = [x for k, x in b.items() if k not in a_ and x.kind is not AlertKind.ALERT_SUPERSEDED and not x.cause.startswith(REFOLD_CAUSE)]
     new = [x for k, x in a_.items() if k not in b]
     return withdrawn, new
+
+
+REFOLD_CAUSE = "pharmacy-refold:"
+
+
+def pharmacy_after_refold(policy: RulesPolicy, before: PatientState, after: PatientState, new: Sequence[Alert], event: Event) -> list[Alert]:
+    """A correction that flips dispense eligibility must say so to the pharmacy in its own
+    words: withdrawing a ``pharmacy.release`` is not, by itself, a hold a pharmacy system acts on."""
+    if before.dispense_hold == after.dispense_hold:
+        return []
+    kind = AlertKind.DISPENSE_HOLD if after.dispense_hold else AlertKind.DISPENSE_RELEASE
+    if any(a.kind is kind for a in new):
+        return []
+    check = dispense.check(policy, after, event.on)
+    return [_alert(kind, f"{REFOLD_CAUSE}{event.key}", event.on, reason=check.reason, code=check.code, max_days_supply=str(check.max_days_supply))]
 
 
 def superseded_alert(old: Alert, old_id: str, on: date) -> Alert:

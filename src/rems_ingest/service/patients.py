@@ -115,6 +115,7 @@ def apply_event(
         ids = {a.identity: i for i, a in before}
         repo.withdraw([ids[w.identity] for w in withdrawn])
         new_alerts += [rules.superseded_alert(w, ids[w.identity], event.on) for w in withdrawn]
+        new_alerts += rules.pharmacy_after_refold(policy, row.state, folded.state, new_alerts, event)
         new_state = folded.state
         explanation = "history re-folded"
         if removal:

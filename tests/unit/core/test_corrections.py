@@ -2,9 +2,9 @@
 
 from rems_ingest.core.history import is_append, merge
 from rems_ingest.core.model import Phase
-from rems_ingest.core.rules import diff_alerts, fold
+from rems_ingest.core.rules import REFOLD_CAUSE, diff_alerts, fold, pharmacy_after_refold
 
-from .helpers import POLICY, anc, run, started
+from .helpers import POLICY, anc, enroll, run, started
 
 
 def test_preliminary_severe_raises_provisional_emergency_without_moving_state() -> None:
@@ -54,3 +54,48 @@ def test_incremental_path_only_for_new_latest_events() -> None:
     assert is_append(history, anc(8, 1800, key="k2"))
     assert not is_append(history, anc(6, 1800, key="k0"))
     assert not is_append(history, anc(9, 1800, key="k1"))
+
+
+def test_correction_that_lifts_an_interruption_tells_the_pharmacy_to_release() -> None:
+    history = started() + [anc(7, 900, key="k1")]
+    before = fold(POLICY, history)
+    correction = anc(7, 1600, key="k1", status="C")
+    after = fold(POLICY, merge(history, correction)[0])
+    _, new = diff_alerts(before.alerts, after.alerts)
+
+    notices = pharmacy_after_refold(POLICY, before.state, after.state, new, correction)
+
+    assert ["pharmacy.release"] == [a.kind.value for a in notices]
+    assert notices[0].cause.startswith(REFOLD_CAUSE)
+
+
+def test_correction_that_invalidates_the_baseline_tells_the_pharmacy_to_hold() -> None:
+    history = [anc(-1, 2100, key="base"), enroll()]
+    before = fold(POLICY, history)
+    correction = anc(-1, 800, key="base", status="C")
+    after = fold(POLICY, merge(history, correction)[0])
+    withdrawn, new = diff_alerts(before.alerts, after.alerts)
+
+    assert ["pharmacy.release"] == [a.kind.value for a in withdrawn]
+    assert ["pharmacy.hold"] == [a.kind.value for a in pharmacy_after_refold(POLICY, before.state, after.state, new, correction)]
+
+
+def test_a_correction_that_keeps_eligibility_adds_no_pharmacy_notice() -> None:
+    history = started() + [anc(7, 1800, key="k1")]
+    before = fold(POLICY, history)
+    correction = anc(7, 1900, key="k1", status="C")
+    after = fold(POLICY, merge(history, correction)[0])
+
+    assert [] == pharmacy_after_refold(POLICY, before.state, after.state, [], correction)
+
+
+def test_a_refold_notice_is_never_withdrawn_by_a_later_refold() -> None:
+    history = [anc(-1, 2100, key="base"), enroll()]
+    before = fold(POLICY, history)
+    correction = anc(-1, 800, key="base", status="C")
+    after = fold(POLICY, merge(history, correction)[0])
+    notice = pharmacy_after_refold(POLICY, before.state, after.state, [], correction)
+
+    withdrawn, _ = diff_alerts([*after.alerts, *notice], after.alerts)
+
+    assert [] == withdrawn
