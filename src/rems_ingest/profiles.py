@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def rules_dirs() -> list[Path]:
     dirs = []
     if env := os.environ.get("REMS_RULES_DIR"):
         dirs.append(Path(env))
-    dirs += [Path.cwd() / "config" / "rules", _REPO_RULES]
+    dirs += [Path.cwd() / "config" / "rules", _REPO_RULES, Path(sys.prefix) / "share" / "rems-ingest" / "rules"]
     return dirs
 
 
