@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Sequence
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from rems_ingest.adapters.db import codec
@@ -38,80 +37,96 @@ class OutboxRow:
     attempts: int
 
 
-_STATEMENTS: dict[tuple[str, bool], Any] = {}
+# Hot-path SQL, written once for both dialects and run on the driver's own cursor inside the
+# SQLAlchemy transaction: the profile showed SQLAlchemy's per-statement machinery costing more
+# than SQLite itself (bench/run, py-spy). Everything else uses SQLAlchemy Core.
+_SQL = {
+    "find_message": "SELECT ack_code, ack_detail FROM inbound_message WHERE dedupe_key = :k",
+    "insert_message": (
+        "INSERT INTO inbound_message (dedupe_key, sending_app, sending_facility, control_id, received_at, status, ack_code, ack_detail, charset, raw) "
+        "VALUES (:dedupe_key, :sending_app, :sending_facility, :control_id, :received_at, :status, :ack_code, :ack_detail, :charset, :raw) RETURNING id"
+    ),
+    "insert_observation": (
+        "INSERT INTO observation (message_id, patient_pk, result_key, anc_per_ul, status, observed_at, code, code_system, original_value, original_unit, derived, censored) "
+        "VALUES (:message_id, :patient_pk, :result_key, :anc_per_ul, :status, :observed_at, :code, :code_system, :original_value, :original_unit, :derived, :censored)"
+    ),
+    "patient": "SELECT id, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id FROM patient WHERE patient_id = :pid AND authority = :auth",
+    "new_patient": (
+        "INSERT INTO patient (patient_id, authority, enrolled, prescriber_id, pharmacy_id, state, version, last_sort_key, updated_at) "
+        "VALUES (:patient_id, :authority, :enrolled, :prescriber_id, :pharmacy_id, :state, :version, :last_sort_key, :updated_at) "
+        "ON CONFLICT (patient_id, authority) DO NOTHING"
+    ),
+    "add_event": (
+        "INSERT INTO patient_event (patient_pk, event_key, body, recorded_at) VALUES (:patient_pk, :event_key, :body, :recorded_at) "
+        "ON CONFLICT (patient_pk, event_key) DO NOTHING"
+    ),
+    "save_patient": "UPDATE patient SET state = :state, version = :version, last_sort_key = :lsk, enrolled = :enrolled, next_due = :due, updated_at = :at WHERE id = :pk",
+    "add_alert": (
+        "INSERT INTO outbox (alert_id, patient_pk, kind, cause, alert, routing_key, payload, state_version, created_at, withdrawn, attempts, next_attempt_at) "
+        "VALUES (:alert_id, :patient_pk, :kind, :cause, :alert, :routing_key, :payload, :state_version, :created_at, :withdrawn, :attempts, :next_attempt_at) "
+        "ON CONFLICT (alert_id) DO NOTHING"
+    ),
+}
+_PG_SQL = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQL.items()}
+_PG_SQL["patient_lock"] = _PG_SQL["patient"] + " FOR UPDATE"  # per-patient serialization across daemons
+_SQL["patient_lock"] = _SQL["patient"]  # SQLite: the single writer already serializes
 
 
-def _hot(name: str, pg: bool) -> Any:
-    """Hot-path statements built once per dialect; values travel as bind parameters, so
-    SQLAlchemy neither re-coerces values nor recomputes cache keys per message."""
-    key = (name, pg)
-    stmt = _STATEMENTS.get(key)
-    if stmt is None:
-        ins = pg_insert if pg else sqlite_insert
-        if name == "find_message":
-            stmt = select(inbound_message.c.ack_code, inbound_message.c.ack_detail).where(inbound_message.c.dedupe_key == bindparam("k"))
-        elif name == "insert_message":
-            stmt = insert(inbound_message).returning(inbound_message.c.id)
-        elif name in ("patient", "patient_lock"):
-            stmt = select(patient).where(patient.c.patient_id == bindparam("pid"), patient.c.authority == bindparam("auth"))
-            if name == "patient_lock" and pg:
-                stmt = stmt.with_for_update()  # per-patient serialization across daemons
-        elif name == "new_patient":
-            stmt = ins(patient).on_conflict_do_nothing(index_elements=["patient_id", "authority"])
-        elif name == "add_event":
-            stmt = ins(patient_event).on_conflict_do_nothing(index_elements=["patient_pk", "event_key"])
-        elif name == "save_patient":
-            stmt = (
-                update(patient)
-                .where(patient.c.id == bindparam("pk"))
-                .values(state=bindparam("state"), version=bindparam("version"), last_sort_key=bindparam("lsk"), enrolled=bindparam("enrolled"), next_due=bindparam("due"), updated_at=bindparam("at"))
-            )
-        elif name == "add_alerts":
-            stmt = ins(outbox).on_conflict_do_nothing(index_elements=["alert_id"])
-        else:  # pragma: no cover
-            raise KeyError(name)
-        _STATEMENTS[key] = stmt
-    return stmt
+@dataclass
+class _MessageRow:
+    ack_code: str
+    ack_detail: str
 
 
 class Repository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
+        self._sql = _PG_SQL if self.pg else _SQL
+        self._cursor: Any = None
+
+    def _raw(self, name: str, params: dict[str, Any]) -> Any:
+        """Run a hot statement on the DBAPI cursor of this (already begun) transaction."""
+        if self._cursor is None:
+            self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._cursor.execute(self._sql[name], params)
+        return self._cursor
 
     # ------------------------------------------------------------ messages
 
     def find_message(self, dedupe_key: str) -> Any:
-        return self.conn.execute(_hot("find_message", self.pg), {"k": dedupe_key}).first()
+        row = self._raw("find_message", {"k": dedupe_key}).fetchone()
+        return _MessageRow(*row) if row else None
 
     def insert_message(self, **values: Any) -> int:
-        return int(self.conn.execute(_hot("insert_message", self.pg), values).scalar_one())
+        return int(self._raw("insert_message", values).fetchone()[0])
 
     def insert_observations(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(insert(observation), rows)
+        for r in rows:
+            self._raw("insert_observation", r)
 
     # ------------------------------------------------------------ patients
 
     def patient(self, key: PatientKey, *, create: bool, lock: bool, now: str = "") -> PatientRow | None:
         """The patient's row, locked for update (per-patient serialization on PostgreSQL)."""
-        q = _hot("patient_lock" if lock else "patient", self.pg)
+        q = "patient_lock" if lock else "patient"
         params = {"pid": key.id, "auth": key.authority}
-        row = self.conn.execute(q, params).first()
+        row = self._raw(q, params).fetchone()
         if row is None and create:
-            self.conn.execute(
-                _hot("new_patient", self.pg),
+            self._raw(
+                "new_patient",
                 dict(patient_id=key.id, authority=key.authority, enrolled=False, state=codec.dump_state(PatientState()), version=0, last_sort_key="", updated_at=now, prescriber_id="", pharmacy_id=""),
             )
-            row = self.conn.execute(q, params).first()
+            row = self._raw(q, params).fetchone()
         if row is None:
             return None
-        return PatientRow(row.id, key, bool(row.enrolled), codec.load_state(row.state), row.version, row.last_sort_key, row.prescriber_id, row.pharmacy_id)
+        pk, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id = row
+        return PatientRow(pk, key, bool(enrolled), codec.load_state(state), version, last_sort_key, prescriber_id, pharmacy_id)
 
     def save_patient(self, pk: int, state: PatientState, version: int, last_sort_key: str, now: str, **extra: Any) -> None:
         if not extra:
-            self.conn.execute(
-                _hot("save_patient", self.pg),
+            self._raw(
+                "save_patient",
                 dict(pk=pk, state=codec.dump_state(state), version=version, lsk=last_sort_key, enrolled=state.enrolled, due=state.next_due.isoformat() if state.next_due else None, at=now),
             )
             return
@@ -140,7 +155,7 @@ class Repository:
     def add_event(self, pk: int, event: Event, now: str) -> bool:
         """Insert a new event; False if its key is already stored (then take the slow path)."""
         values = dict(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now)
-        return bool(self.conn.execute(_hot("add_event", self.pg), values).rowcount)
+        return bool(self._raw("add_event", values).rowcount)
 
     def put_event(self, pk: int, event: Event, now: str) -> None:
         self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == event.key))
@@ -185,11 +200,19 @@ class Repository:
 
     def add_alerts(self, rows: Sequence[dict[str, Any]]) -> None:
         for row in rows:  # one by one: executemany with ON CONFLICT is not portable
-            self.conn.execute(_hot("add_alerts", self.pg), row)
+            self._raw("add_alert", row)
+
+    def _lock_in_id_order(self, where: Any) -> None:
+        """Ingest (withdraw) and relays (mark published/failed) update overlapping outbox rows:
+        taking the row locks in id order first means they queue instead of deadlocking."""
+        if self.pg:
+            self.conn.execute(select(outbox.c.id).where(where).order_by(outbox.c.id).with_for_update())
 
     def withdraw(self, alert_ids: Sequence[str]) -> None:
         if alert_ids:
-            self.conn.execute(update(outbox).where(outbox.c.alert_id.in_(list(alert_ids))).values(withdrawn=True))
+            where = outbox.c.alert_id.in_(list(alert_ids))
+            self._lock_in_id_order(where)
+            self.conn.execute(update(outbox).where(where).values(withdrawn=True))
 
     def claim(self, limit: int, now: str, lease_until: str) -> list[OutboxRow]:
         """Claim unpublished rows under a lease; SKIP LOCKED lets several relays share PostgreSQL."""
@@ -216,10 +239,12 @@ class Repository:
 
     def mark_published(self, ids: Sequence[int], now: str) -> None:
         if ids:
+            self._lock_in_id_order(outbox.c.id.in_(list(ids)))
             self.conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(published_at=now, claimed_until=None))
 
     def mark_failed(self, ids: Sequence[int], error: str, next_attempt_at: str) -> None:
         if ids:
+            self._lock_in_id_order(outbox.c.id.in_(list(ids)))
             self.conn.execute(
                 update(outbox)
                 .where(outbox.c.id.in_(list(ids)))

@@ -28,6 +28,9 @@ T = TypeVar("T")
 log = structlog.get_logger("rems_ingest.store")
 
 
+_TRANSIENT = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+
+
 class StoreError(Exception):
     """The store could not run a transaction (disk full, locked, unreachable)."""
 
@@ -156,6 +159,18 @@ class Store:
                 batch.append(nxt)
             self._commit(batch)
 
+    def _run_with_retry(self, job: _Job, attempts: int = 3) -> Any:
+        """One job in its own transaction; a deadlock or serialization failure (PostgreSQL
+        rolled the transaction back, nothing was written) is retried before the sender sees AE."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._writer.begin() as conn:
+                    return job.fn(conn)
+            except OperationalError as exc:
+                if attempt == attempts or getattr(exc.orig, "sqlstate", None) not in _TRANSIENT:
+                    raise
+                log.warning("store_transaction_retried", sqlstate=exc.orig.sqlstate, attempt=attempt)  # type: ignore[union-attr]
+
     def _commit(self, batch: list[_Job]) -> None:
         if len(batch) > 1:
             try:
@@ -169,10 +184,9 @@ class Store:
                 return
         for job in batch:
             try:
-                with self._writer.begin() as conn:
-                    result = job.fn(conn)
+                result = self._run_with_retry(job)
             except OperationalError as exc:
-                log.error("store_transaction_failed", error=type(exc).__name__)
+                log.error("store_transaction_failed", error=type(exc).__name__, detail=str(getattr(exc, "orig", exc)).splitlines()[0][:160])
                 job.future.set_exception(StoreError("the store could not commit the transaction"))
             except Exception as exc:  # noqa: BLE001 - domain errors travel back to the caller
                 job.future.set_exception(exc)
