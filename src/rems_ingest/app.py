@@ -79,6 +79,7 @@ class Daemon:
             processing_ids=tuple(p.upper() for p in s.mllp.processing_ids),
             default_charset=s.mllp.default_charset,
             max_segments=s.mllp.max_segments,
+            code_map=s.mllp.code_map(),
             application=s.mllp.application,
             facility=s.mllp.facility,
         )

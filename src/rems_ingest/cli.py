@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import sys
 import tempfile
 from datetime import date, datetime, timedelta, timezone
@@ -218,6 +219,56 @@ def sweep_overdue(ctx: click.Context, now: str | None) -> None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
     _run_clinic(ctx, lambda c: c.sweep_overdue(when))
+
+
+@cli.command()
+@click.option("--id", "ids", type=int, multiple=True, help="Stored message id (repeatable).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]), help="Messages received at or after this time (UTC if no offset).")
+@click.option("--status", type=click.Choice(["PROCESSED", "FILTERED", "REPLAYED"]), help="Only messages in this status (FILTERED: no ANC was found).")
+@click.option("--with-warnings", is_flag=True, help="Only messages whose ACK carried warnings (unusable results).")
+@click.option("--dry-run", is_flag=True, help="List what would be replayed and change nothing.")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER", help="Who replays (audited).")
+@click.pass_context
+def replay(ctx: click.Context, ids: tuple[int, ...], since: datetime | None, status: str | None, with_warnings: bool, dry_run: bool, actor: str) -> None:
+    """Reprocess stored messages through the live code path (after fixing a code or unit
+    mapping, say). Idempotent: what was already applied changes nothing; audited."""
+    if not (ids or since or status or with_warnings):
+        raise click.UsageError("say which messages: --id, --since, --status or --with-warnings")
+    from rems_ingest.app import PolicyHolder
+    from rems_ingest.service.ingest import IngestService
+    from rems_ingest.service.replay import ReplayService
+
+    s = _settings(ctx)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=timezone.utc)
+    store, _ = _clinic(ctx)
+    policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
+    ingest = IngestService(store, policy, processing_ids=tuple(p.upper() for p in s.mllp.processing_ids), default_charset=s.mllp.default_charset, max_segments=s.mllp.max_segments, code_map=s.mllp.code_map())
+    service = ReplayService(store, ingest)
+
+    async def go() -> int:
+        rows = await service.select(ids=ids, since=since, status=status, warned=with_warnings)
+        missing = sorted(set(ids) - {r.id for r in rows})
+        for mid in missing:
+            click.echo(f"#{mid}: no such stored message", err=True)
+        for r in rows:
+            if dry_run:
+                click.echo(f"#{r.id} {r.control_id} {r.status} received {r.received_at}: would replay")
+                continue
+            out = await service.replay(r, actor)
+            if out["replayed"]:
+                click.echo(f"#{r.id} {r.control_id}: {out['previous_status']} -> REPLAYED, observations {out['observations_before']} -> {out['observations_after']}"
+                           + (f", warnings: {'; '.join(out['warnings'])}" if out["warnings"] else ""))
+            else:
+                click.echo(f"#{r.id} {r.control_id}: not replayed: {out['reason']}")
+        click.echo(f"{len(rows)} message(s) {'selected' if dry_run else 'replayed'}")
+        return 1 if missing else 0
+
+    try:
+        code = asyncio.run(go())
+    finally:
+        store.close()
+    sys.exit(code)
 
 
 @cli.command("check-config")

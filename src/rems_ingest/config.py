@@ -49,6 +49,13 @@ class MllpSettings(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set to require client certificates (mutual TLS)
+    # site codes in OBX-3 (code or label, case-insensitive) -> what they measure; added to the built-in list
+    local_codes: dict[str, Literal["anc", "segs_abs", "bands_abs", "neut_pct", "segs_pct", "bands_pct", "wbc", "not_blood"]] = {}
+
+    def code_map(self) -> "CodeMap":
+        from rems_ingest.hl7v2.codes import DEFAULT_LOCAL_CODES, CodeMap, Role
+
+        return CodeMap({**DEFAULT_LOCAL_CODES, **{k.strip().upper(): Role(v) for k, v in self.local_codes.items()}})
 
     @field_validator("allow")
     @classmethod

@@ -51,23 +51,28 @@ def parse_frame(
     texts = split_messages(decoded.text)
     if not texts:  # e.g. a batch envelope with no message in it: still answer
         return [ParsedMessage(text="", charset=decoded.charset, header=None, error=Unparseable("frame holds no MSH segment", "MSH^1"))]
-    out = []
-    for text in texts:
-        header = _header_only(text)
-        if header is None:
-            out.append(ParsedMessage(text, decoded.charset, None, error=Unparseable("invalid or missing MSH segment", "MSH^1")))
-            continue
-        if header.message_type == "ACK":
-            out.append(ParsedMessage(text, decoded.charset, header, is_ack=True))
-            continue
-        try:
-            check_header(header, processing_ids)
-            extraction = extractor(text, code_map)
-        except Hl7Error as exc:
-            out.append(ParsedMessage(text, decoded.charset, header, error=exc))
-            continue
-        except (RecursionError, ValueError, IndexError, ArithmeticError) as exc:
-            out.append(ParsedMessage(text, decoded.charset, header, error=Unparseable(f"message could not be read ({type(exc).__name__})")))
-            continue
-        out.append(ParsedMessage(text, decoded.charset, header, extraction=extraction))
-    return out
+    return [parse_text(t, decoded.charset, processing_ids=processing_ids, code_map=code_map, extractor=extractor) for t in texts]
+
+
+def parse_text(
+    text: str,
+    charset: str,
+    *,
+    processing_ids: Iterable[str] = ("P",),
+    code_map: CodeMap | None = None,
+    extractor: Callable[[str, CodeMap | None], Extraction] = extract,
+) -> ParsedMessage:
+    """One decoded message (live traffic, or a stored one being replayed); never raises."""
+    header = _header_only(text)
+    if header is None:
+        return ParsedMessage(text, charset, None, error=Unparseable("invalid or missing MSH segment", "MSH^1"))
+    if header.message_type == "ACK":
+        return ParsedMessage(text, charset, header, is_ack=True)
+    try:
+        check_header(header, processing_ids)
+        extraction = extractor(text, code_map)
+    except Hl7Error as exc:
+        return ParsedMessage(text, charset, header, error=exc)
+    except (RecursionError, ValueError, IndexError, ArithmeticError) as exc:
+        return ParsedMessage(text, charset, header, error=Unparseable(f"message could not be read ({type(exc).__name__})"))
+    return ParsedMessage(text, charset, header, extraction=extraction)

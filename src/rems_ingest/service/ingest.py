@@ -157,6 +157,27 @@ class IngestService:
         found = repo.find_message(dkey)
         if found is not None:
             return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
+        result, obs_rows = self.apply_message(repo, m, dkey, now)
+        msg_id = repo.insert_message(
+            dedupe_key=dkey,
+            sending_app=h.sending_app[:200],
+            sending_facility=h.sending_facility[:200],
+            control_id=h.control_id[:200],
+            received_at=now.isoformat(),
+            status="PROCESSED" if ex.observations else "FILTERED",
+            ack_code="AA",
+            ack_detail=json.dumps(result.errors),
+            charset=m.charset,
+            raw=m.text.encode("utf-8", "surrogateescape"),
+        )
+        repo.insert_observations([{**r, "message_id": msg_id} for r in obs_rows])
+        return result
+
+    def apply_message(self, repo: Repository, m: ParsedMessage, dkey: str, now: datetime) -> tuple[IngestResult, list[dict[str, Any]]]:
+        """Rules and outbox for one parsed message, inside the caller's transaction (live
+        ingest and replay share it). Returns the result and the observation rows to store."""
+        h, ex = m.header, m.extraction
+        assert h is not None and ex is not None
         policy = self.policy()
         obs_rows: list[dict[str, Any]] = []
         cause = {"sending_facility": h.sending_facility, "sending_application": h.sending_app, "message_control_id": h.control_id}
@@ -200,17 +221,4 @@ class IngestService:
             repo.add_alerts([outbox_row(pkey or PatientKey(""), row.pk if row else None, alert, row.state if row else None, row.version if row else 0, cause, policy, now)])
             alerts += 1
             errors.append(dict(code=code, text=_ERR_TEXT.get(code, "Application error"), location=location, severity="W", message=reason))
-        msg_id = repo.insert_message(
-            dedupe_key=dkey,
-            sending_app=h.sending_app[:200],
-            sending_facility=h.sending_facility[:200],
-            control_id=h.control_id[:200],
-            received_at=now.isoformat(),
-            status="PROCESSED" if ex.observations else "FILTERED",
-            ack_code="AA",
-            ack_detail=json.dumps(errors),
-            charset=m.charset,
-            raw=m.text.encode("utf-8", "surrogateescape"),
-        )
-        repo.insert_observations([{**r, "message_id": msg_id} for r in obs_rows])
-        return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs)
+        return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs), obs_rows

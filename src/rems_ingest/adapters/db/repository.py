@@ -105,6 +105,29 @@ class Repository:
         for r in rows:
             self._raw("insert_observation", r)
 
+    def messages_for_replay(self, *, ids: Sequence[int] = (), since: str | None = None, status: str | None = None, warned: bool = False, limit: int = 10_000) -> list[Any]:
+        m = inbound_message
+        q = select(m.c.id, m.c.control_id, m.c.status, m.c.charset, m.c.dedupe_key, m.c.raw, m.c.received_at).order_by(m.c.id).limit(limit)
+        if ids:
+            q = q.where(m.c.id.in_(list(ids)))
+        if since:
+            q = q.where(m.c.received_at >= since)
+        if status:
+            q = q.where(m.c.status == status)
+        if warned:
+            q = q.where(m.c.ack_detail != "[]")
+        return list(self.conn.execute(q))
+
+    def observation_count(self, message_id: int) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(observation).where(observation.c.message_id == message_id)).scalar_one())
+
+    def replace_observations(self, message_id: int, rows: list[dict[str, Any]]) -> None:
+        self.conn.execute(delete(observation).where(observation.c.message_id == message_id))
+        self.insert_observations([{**r, "message_id": message_id} for r in rows])
+
+    def mark_replayed(self, message_id: int, ack_detail: str) -> None:
+        self.conn.execute(update(inbound_message).where(inbound_message.c.id == message_id).values(status="REPLAYED", ack_detail=ack_detail))
+
     # ------------------------------------------------------------ patients
 
     def patient(self, key: PatientKey, *, create: bool, lock: bool, now: str = "") -> PatientRow | None:

@@ -1,0 +1,78 @@
+"""``rems-ingest replay``: a result missed because its local code was not configured is found
+and acted on after the mapping is added — once, however often the replay runs."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import date, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
+from rems_ingest.cli import cli
+from rems_ingest.demo import oru
+from tests.conftest import make_settings
+
+START = date(2026, 3, 2)
+
+
+def site_coded(control_id: str, on: date, value: str) -> bytes:
+    """The lab's own code for ANC, unknown to the default mapping."""
+    return oru(control_id, "RP1", on, value, control_id).replace(b"751-8^Neutrophils [#/volume] in Blood by Automated count^LN", b"NEUTA^Neutrophils abs^L")
+
+
+async def _feed(tmp_path: Path) -> list[bytes]:
+    d = Daemon(make_settings(tmp_path))
+    await d.start()
+    try:
+        async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+            await c.send(oru("RP-B", "RP1", START - timedelta(days=1), "1.8", "RP-B"))
+            await d.clinic.enroll({"id": "RP1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+            return [await c.send(site_coded("RP-1", START + timedelta(days=7), "0.9"))]
+    finally:
+        await d.shutdown()
+
+
+def _db(tmp_path: Path, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+    with sqlite3.connect(tmp_path / "rems.db") as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_replay_applies_a_result_missed_for_an_unmapped_code_exactly_once(tmp_path: Path) -> None:
+    (ack,) = asyncio.run(_feed(tmp_path))
+    assert b"MSA|AA|RP-1" in ack
+    assert [("FILTERED",)] == _db(tmp_path, "SELECT status FROM inbound_message WHERE control_id = 'RP-1'")
+    assert [] == _db(tmp_path, "SELECT kind FROM outbox WHERE kind = 'therapy.interrupt'")  # the danger: silence
+
+    env = {"REMS_STORE__URL": f"sqlite:///{tmp_path}/rems.db", "REMS_MLLP__LOCAL_CODES": '{"NEUTA": "anc"}', "REMS_LOG__LEVEL": "WARNING"}
+    runner = CliRunner()
+    dry = runner.invoke(cli, ["replay", "--status", "FILTERED", "--dry-run"], env=env)
+    assert 0 == dry.exit_code, dry.output
+    assert "RP-1 FILTERED" in dry.output and [("FILTERED",)] == _db(tmp_path, "SELECT status FROM inbound_message WHERE control_id = 'RP-1'")
+
+    first = runner.invoke(cli, ["replay", "--status", "FILTERED", "--actor", "integration-eng"], env=env)
+    assert 0 == first.exit_code, first.output
+    assert "FILTERED -> REPLAYED, observations 0 -> 1" in first.output
+    kinds = {k for (k,) in _db(tmp_path, "SELECT kind FROM outbox")}
+    assert {"therapy.interrupt", "pharmacy.hold"} <= kinds
+    version = _db(tmp_path, "SELECT version FROM patient WHERE patient_id = 'RP1'")
+    alerts = _db(tmp_path, "SELECT count(*) FROM outbox")
+    assert [("integration-eng", "replay")] == _db(tmp_path, "SELECT actor, action FROM audit WHERE action = 'replay'")
+
+    (mid,) = _db(tmp_path, "SELECT id FROM inbound_message WHERE control_id = 'RP-1'")[0]
+    again = runner.invoke(cli, ["replay", "--id", str(mid)], env=env)
+    assert 0 == again.exit_code, again.output
+    assert version == _db(tmp_path, "SELECT version FROM patient WHERE patient_id = 'RP1'")  # nothing changed
+    assert alerts == _db(tmp_path, "SELECT count(*) FROM outbox")  # no alert twice
+    assert 1 == _db(tmp_path, "SELECT count(*) FROM observation o JOIN inbound_message m ON o.message_id = m.id WHERE m.control_id = 'RP-1'")[0][0]
+
+
+def test_replay_needs_a_selection_and_reports_unknown_ids(tmp_path: Path) -> None:
+    env = {"REMS_STORE__URL": f"sqlite:///{tmp_path}/rems.db"}
+    none = CliRunner().invoke(cli, ["replay"], env=env)
+    assert 2 == none.exit_code and "say which messages" in none.stderr
+    missing = CliRunner().invoke(cli, ["replay", "--id", "424242"], env=env)
+    assert 1 == missing.exit_code and "#424242: no such stored message" in missing.stderr
