@@ -307,8 +307,12 @@ def _simulate_events(path: Path, population: Population, therapy_start: date, ba
             except InvalidOperation:
                 value = None
             if value is not None:
-                status = ResultStatus(args[0]) if args and args[0] else ResultStatus.FINAL
-                events.append((n, f"ANC {what}" + (f" ({status.value}, ignored)" if status is not ResultStatus.FINAL and status is not ResultStatus.CORRECTED else ""), AncResult(f"line{n}", value, datetime(on.year, on.month, on.day, 8), status)))
+                try:
+                    status = ResultStatus(args[0]) if args and args[0] else ResultStatus.FINAL
+                    wbc = Decimal(args[1].replace(",", ".")) if len(args) > 1 and args[1] else None
+                except (ValueError, InvalidOperation):
+                    raise click.UsageError(f"{path}:{n}: expected date,anc[,status F/C/P/X/D/W[,wbc per uL]]") from None
+                events.append((n, f"ANC {what}" + (f" ({status.value}, ignored)" if status is not ResultStatus.FINAL and status is not ResultStatus.CORRECTED else ""), AncResult(f"line{n}", value, datetime(on.year, on.month, on.day, 8), status, wbc=wbc)))
             elif what == "tick":
                 events.append((n, "overdue check", Tick(f"tick{n}", on)))
             elif what in ("interrupt", "resume", "discontinue", "rechallenge", "override", "stepdown_confirmed", "fever"):
@@ -333,7 +337,8 @@ def _simulate_events(path: Path, population: Population, therapy_start: date, ba
 @click.option("--dispense-profile", type=click.Choice(["INSTITUTIONAL_STRICT", "US_REMS_LEGACY", "US_2025_NONE"]))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per decision.")
 def simulate(file: Path, profile: str, population: str, therapy_start: datetime, baseline_anc: float | None, dispense_profile: str | None, as_json: bool) -> None:
-    """Print the decision timeline for FILE (lines: date,anc[,status] or date,event[,args])."""
+    """Print the decision timeline for FILE (lines: date,anc[,status[,wbc]] or date,event[,args]);
+    counts in cells/uL. WBC matters only to profiles that use it (uk-cpms)."""
     try:
         policy = profiles.load(profile, dispense_profile)
     except CoreError as exc:

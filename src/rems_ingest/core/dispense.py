@@ -37,6 +37,8 @@ _TREATMENT_WORDS = {
 
 
 def _acceptable(state: PatientState, cat: Category) -> bool:
+    if cat in (Category.GREEN, Category.AMBER, Category.RED):  # UK colours: amber continues, red stops
+        return cat is not Category.RED
     if state.population is Population.BEN:
         return cat in (Category.NORMAL, Category.BEN_NEUTROPENIA)
     return cat in (Category.NORMAL, Category.MILD)

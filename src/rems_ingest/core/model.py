@@ -26,11 +26,16 @@ class Category(str, Enum):
     MODERATE = "moderate"
     SEVERE = "severe"
     BEN_NEUTROPENIA = "ben_neutropenia"
+    # UK monitoring-service colours (rules.md 6.1), from WBC and neutrophils together
+    GREEN = "green"
+    AMBER = "amber"
+    RED = "red"
 
 
 class Frequency(str, Enum):
     DAILY = "daily"
     THREE_WEEKLY = "three_times_weekly"
+    TWICE_WEEKLY = "twice_weekly"  # UK amber
     WEEKLY = "weekly"
     EVERY_2_WEEKS = "every_2_weeks"
     MONTHLY = "monthly"
@@ -47,8 +52,9 @@ _FREQ_RANK = {
     Frequency.MONTHLY: 1,
     Frequency.EVERY_2_WEEKS: 2,
     Frequency.WEEKLY: 3,
-    Frequency.THREE_WEEKLY: 4,
-    Frequency.DAILY: 5,
+    Frequency.TWICE_WEEKLY: 4,
+    Frequency.THREE_WEEKLY: 5,
+    Frequency.DAILY: 6,
 }
 
 ROUTINE_INTERVALS = (Frequency.WEEKLY, Frequency.EVERY_2_WEEKS, Frequency.MONTHLY)
@@ -69,6 +75,8 @@ class Phase(str, Enum):
     BEN_SEV_DAILY = "ben_severe_daily"
     BEN_SEV_RECOVERY = "ben_severe_recovery"
     SEV_RECOVERED_HOLD = "severe_recovered_hold"
+    UK_AMBER = "uk_amber"
+    UK_RED = "uk_red"
     DISC_MONITOR = "discontinued_monitoring"
     CLOSED = "closed"
 
@@ -80,6 +88,7 @@ HEME_HELD_PHASES = frozenset(
         Phase.GP_SEV_RECOVERY,
         Phase.BEN_SEV_DAILY,
         Phase.BEN_SEV_RECOVERY,
+        Phase.UK_RED,
     }
 )
 
@@ -160,6 +169,7 @@ class AncResult:
     status: ResultStatus = ResultStatus.FINAL
     censored: str = ""  # "<" or ">" when the lab reported a bound, e.g. "<0.1"
     derived: bool = False
+    wbc: Decimal | None = None  # cells/uL from the same order, when reported (UK colour rules)
 
     @property
     def on(self) -> date:
@@ -231,6 +241,7 @@ class LatestAnc:
     category: Category
     key: str
     observed_at: datetime | None = None  # specimen time with the lab's offset, for consumers
+    wbc: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from rems_ingest.core.errors import PolicyError
 from rems_ingest.core.model import Frequency
 
 DISPENSE_PROFILES = ("INSTITUTIONAL_STRICT", "US_REMS_LEGACY", "US_2025_NONE")
+SCHEMES = ("us-label", "uk-traffic-light")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,22 @@ class RulesPolicy:
     supply_weekly: int
     supply_every_2_weeks: int
     supply_monthly: int
+    # the rule family the logic follows; thresholds above are ANC-only for "us-label"
+    scheme: str = "us-label"
+    # UK traffic light (rules.md 6.1), cells/uL; red/amber lower bounds are exclusive of green
+    uk_green_wbc: Decimal = Decimal(0)
+    uk_green_neut: Decimal = Decimal(0)
+    uk_red_wbc: Decimal = Decimal(0)
+    uk_red_neut: Decimal = Decimal(0)
+    uk_haematology_wbc: Decimal = Decimal(0)
+    uk_haematology_neut: Decimal = Decimal(0)
+    days_twice_weekly: int = 3
+    stepdown_weeks_q2w: int = 0  # UK: weeks on therapy before fortnightly / four-weekly may be offered
+    stepdown_weeks_monthly: int = 0
+
+    @property
+    def uk(self) -> bool:
+        return self.scheme == "uk-traffic-light"
 
     @property
     def label(self) -> str:
@@ -60,6 +77,7 @@ class RulesPolicy:
         return {
             Frequency.DAILY: self.days_daily,
             Frequency.THREE_WEEKLY: self.days_three_weekly,
+            Frequency.TWICE_WEEKLY: self.days_twice_weekly,
             Frequency.WEEKLY: self.days_weekly,
             Frequency.EVERY_2_WEEKS: self.days_every_2_weeks,
             Frequency.MONTHLY: self.days_monthly,
@@ -91,9 +109,33 @@ class RulesPolicy:
         """Build from a parsed TOML profile; every key is required so a typo fails loudly."""
         try:
             prof = data["profile"]
-            gp, ben = data["thresholds"]["general"], data["thresholds"]["ben"]
+            scheme = str(prof.get("scheme", "us-label"))
+            if scheme not in SCHEMES:
+                raise PolicyError(f"unknown rules scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
             cad, ph = data["cadence"], data["pharmacy"]
+            uk: dict[str, Any] = {}
+            if scheme == "uk-traffic-light":
+                t = data["thresholds"]["uk"]
+                uk = dict(
+                    uk_green_wbc=Decimal(str(t["green_wbc"])),
+                    uk_green_neut=Decimal(str(t["green_neutrophils"])),
+                    uk_red_wbc=Decimal(str(t["red_below_wbc"])),
+                    uk_red_neut=Decimal(str(t["red_below_neutrophils"])),
+                    uk_haematology_wbc=Decimal(str(t["haematology_below_wbc"])),
+                    uk_haematology_neut=Decimal(str(t["haematology_below_neutrophils"])),
+                    days_twice_weekly=int(cad["days_twice_weekly"]),
+                    stepdown_weeks_q2w=int(cad["stepdown_weeks_fortnightly"]),
+                    stepdown_weeks_monthly=int(cad["stepdown_weeks_four_weekly"]),
+                )
+                # baseline, discontinuation and fever rules read the neutrophil limits through these
+                gp = {"normal": t["green_neutrophils"], "mild": t["red_below_neutrophils"], "moderate": t["haematology_below_neutrophils"]}
+                ben = {"normal": t["green_neutrophils"], "severe": t["red_below_neutrophils"]}  # BEN is refused at enrollment
+                cad = {**cad, "stepdown_months_every_2_weeks": 0, "stepdown_months_monthly": 0, "post_episode_weeks": 0}
+            else:
+                gp, ben = data["thresholds"]["general"], data["thresholds"]["ben"]
             policy = cls(
+                scheme=scheme,
+                **uk,
                 name=str(prof["name"]),
                 version=str(prof["version"]),
                 gp_normal=Decimal(str(gp["normal"])),
@@ -128,6 +170,8 @@ class RulesPolicy:
             raise PolicyError(f"rules profile is missing setting {exc.args[0]!r}") from None
         except (ValueError, ArithmeticError, TypeError) as exc:
             raise PolicyError(f"rules profile has an invalid value: {exc}") from None
+        if policy.uk and not (policy.uk_green_wbc > policy.uk_red_wbc > policy.uk_haematology_wbc > 0 and policy.uk_green_neut > policy.uk_red_neut > policy.uk_haematology_neut > 0):
+            raise PolicyError("UK thresholds must satisfy green > red > haematology > 0 for WBC and neutrophils")
         if not (policy.gp_normal > policy.gp_mild > policy.gp_moderate > 0):
             raise PolicyError("general thresholds must satisfy normal > mild > moderate > 0")
         if not (policy.ben_normal > policy.ben_severe > 0):

@@ -87,8 +87,10 @@ class Folded:
 # ---------------------------------------------------------------- categories
 
 
-def categorize(policy: RulesPolicy, population: Population, anc: Decimal) -> Category:
+def categorize(policy: RulesPolicy, population: Population, anc: Decimal, wbc: Decimal | None = None) -> Category:
     """Half-open intervals on the real value: 1499.6 is mild, never rounded up."""
+    if policy.uk:
+        return uk_colour(policy, anc, wbc)
     if population is Population.BEN:
         if anc >= policy.ben_normal:
             return Category.NORMAL
@@ -104,13 +106,30 @@ def categorize(policy: RulesPolicy, population: Population, anc: Decimal) -> Cat
     return Category.SEVERE
 
 
+def uk_colour(policy: RulesPolicy, neut: Decimal, wbc: Decimal | None) -> Category:
+    """rules.md 6.1: red if WBC or neutrophils are in the red range, amber if either is amber,
+    green only when both are green. Without a WBC the neutrophils decide alone."""
+    if neut < policy.uk_red_neut or (wbc is not None and wbc < policy.uk_red_wbc):
+        return Category.RED
+    if neut < policy.uk_green_neut or (wbc is not None and wbc < policy.uk_green_wbc):
+        return Category.AMBER
+    return Category.GREEN
+
+
+def _uk_haematology(policy: RulesPolicy, neut: Decimal, wbc: Decimal | None) -> bool:
+    """Neutrophils < 1.0 or WBC < 2.0 x10^9/L: contact a haematologist urgently (S19)."""
+    return neut < policy.uk_haematology_neut or (wbc is not None and wbc < policy.uk_haematology_wbc)
+
+
 def frequency_of(state: PatientState) -> Frequency:
     """Monitoring frequency implied by the episode, not only by the latest value."""
     ph = state.phase
     if ph in (Phase.PRE, Phase.CLOSED):
         return Frequency.NONE
-    if ph in (Phase.GP_MOD_DAILY, Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY):
+    if ph in (Phase.GP_MOD_DAILY, Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY, Phase.UK_RED):
         return Frequency.DAILY
+    if ph is Phase.UK_AMBER:
+        return Frequency.TWICE_WEEKLY
     if ph in (
         Phase.GP_MILD,
         Phase.GP_MOD_RECOVERY,
@@ -136,14 +155,14 @@ def action_of(state: PatientState) -> str:
     if t is TreatmentStatus.ON_HOLD_DECISION:
         return "decision_required"
     if t is TreatmentStatus.HELD_HEME:
-        return "emergency" if state.phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY) else "interrupt"
+        return "emergency" if state.phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY) else "interrupt"  # UK red: stop
     if t is TreatmentStatus.HELD_OTHER:
         return "held"
     if state.override_rationale and state.phase in HEME_HELD_PHASES:
         return "continue_with_override"
     if state.phase is Phase.GP_MOD_RECOVERY:
         return "resume"
-    if state.phase in (Phase.GP_MILD, Phase.BEN_NEUT):
+    if state.phase in (Phase.GP_MILD, Phase.BEN_NEUT, Phase.UK_AMBER):
         return "continue_increased_monitoring"
     return "continue"
 
@@ -160,7 +179,7 @@ def _ben_baseline(policy: RulesPolicy, state: PatientState) -> Decimal:
 
 def _recovered(policy: RulesPolicy, state: PatientState, anc: Decimal) -> bool:
     """Discontinuation monitoring ends at ANC >= 1500 (general) or >= 1000 / baseline (BEN)."""
-    if state.population is Population.BEN:
+    if state.population is Population.BEN and not policy.uk:
         return anc >= policy.ben_normal
     return anc >= policy.gp_normal
 
@@ -253,6 +272,31 @@ def _ben_transition(policy: RulesPolicy, s: PatientState, cat: Category, anc: De
     return ph, ()
 
 
+def _uk_transition(policy: RulesPolicy, s: PatientState, cat: Category) -> tuple[Phase, tuple[AlertKind, ...], bool]:
+    """rules.md 6.1: (phase, alerts, red confirmed now). Amber: twice weekly until green. Red:
+    stop, daily counts, repeat on the following days to confirm; a confirmed red means no
+    re-exposure (only an exceptional, documented rechallenge). [D] Leaving red needs green;
+    an amber while held stays held with daily counts; amber while awaiting the decision
+    goes back to daily counts."""
+    ph = s.phase
+    K = AlertKind
+    if cat is Category.RED:
+        if ph is Phase.UK_RED:
+            return ph, ((K.INTERRUPT_THERAPY,) if not s.rechallenge_restricted else ()), not s.rechallenge_restricted
+        return Phase.UK_RED, (K.INTERRUPT_THERAPY, K.CONFIRM_REPEAT), False
+    if cat is Category.AMBER:
+        if ph in (Phase.NORMAL, Phase.DISC_MONITOR):
+            return Phase.UK_AMBER, (K.INCREASE_MONITORING,), False
+        if ph is Phase.SEV_RECOVERED_HOLD:
+            return Phase.UK_RED, (K.INCREASE_MONITORING,), False
+        return ph, (), False  # UK_AMBER, UK_RED
+    if ph is Phase.UK_AMBER:
+        return Phase.NORMAL, (K.ROUTINE_MONITORING_RESUMED,), False
+    if ph is Phase.UK_RED:
+        return Phase.SEV_RECOVERED_HOLD, (K.DECISION_REQUIRED,), False
+    return ph, (), False
+
+
 def _next_due(policy: RulesPolicy, state: PatientState, on: date, confirm: bool) -> date | None:
     freq = frequency_of(state)
     if freq is Frequency.NONE:
@@ -273,10 +317,10 @@ def _validate_anc(event: AncResult) -> None:
 
 def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[PatientState, list[Alert], str]:
     _validate_anc(e)
-    cat = categorize(policy, s.population, e.value)
+    cat = categorize(policy, s.population, e.value, e.wbc)
     if e.status is ResultStatus.PRELIMINARY:
         alerts = []
-        if cat is Category.SEVERE and s.enrolled:
+        if cat in (Category.SEVERE, Category.RED) and s.enrolled:
             alerts.append(
                 _alert(
                     AlertKind.EMERGENCY,
@@ -290,7 +334,7 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
     if not e.status.counts:
         return s, [], f"result status {e.status.value} does not count"
 
-    latest = LatestAnc(value=e.value, on=e.on, category=cat, key=e.key, observed_at=e.observed_at)
+    latest = LatestAnc(value=e.value, on=e.on, category=cat, key=e.key, observed_at=e.observed_at, wbc=e.wbc)
     alerts: list[Alert] = []
     cause = f"anc:{e.key}"
 
@@ -313,7 +357,12 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
         s = replace(s, phase=Phase.CLOSED, latest=latest, next_due=None, pending_confirm_until=None)
         return s, alerts, f"{cat.value} after discontinuation: monitoring may end"
 
-    if s.population is Population.BEN:
+    confirmed_red = False
+    if policy.uk:
+        phase, kinds, confirmed_red = _uk_transition(policy, s, cat)
+        if cat is Category.RED and _uk_haematology(policy, e.value, e.wbc) and (phase is not s.phase or confirmed_red):
+            kinds = (AlertKind.EMERGENCY,) + kinds
+    elif s.population is Population.BEN:
         phase, kinds = _ben_transition(policy, s, cat, e.value)
     else:
         phase, kinds = _gp_transition(policy, s, cat)
@@ -322,9 +371,9 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
     entering_episode = s.phase in (Phase.NORMAL, Phase.DISC_MONITOR) and phase not in (Phase.NORMAL, Phase.DISC_MONITOR)
     if entering_episode:
         new = replace(new, last_normal_interval=s.interval)
-    if cat is not Category.NORMAL:
+    if cat not in (Category.NORMAL, Category.GREEN):
         new = replace(new, last_abnormal_on=e.on)
-    if phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY):
+    if phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY) or confirmed_red:
         new = replace(new, rechallenge_restricted=True)
     if phase is Phase.GP_MILD and s.phase is Phase.POST_EPISODE_WEEKLY:
         new = replace(new, post_episode_dip=True)
@@ -357,6 +406,13 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
             detail["hematology_consult"] = "recommended"
         if kind is AlertKind.RESUME_THERAPY:
             detail["resume_when"] = "ANC >= 1000"
+        if policy.uk:
+            detail["colour"] = cat.value
+            if e.wbc is not None:
+                detail["wbc_per_ul"] = str(e.wbc)
+            if kind is AlertKind.INTERRUPT_THERAPY and confirmed_red:
+                detail["red_confirmed"] = "true"
+                detail["non_rechallenge"] = "true"
         alerts.append(_alert(kind, cause, e.on, **detail))
 
     if new.phase is Phase.NORMAL:
@@ -384,6 +440,10 @@ def _evaluate_baseline(policy: RulesPolicy, s: PatientState, on: date, cause: st
     else:
         if not values:
             return s, [], "no baseline ANC yet"
+        if policy.uk and s.latest is not None and s.latest.category is not Category.GREEN and s.latest.on >= start:
+            return s, [_alert(AlertKind.INITIATION_BLOCKED, cause, on, baseline=str(s.latest.value), colour=s.latest.category.value)], (
+                f"baseline count is {s.latest.category.value}, not green: initiation blocked"
+            )
         if values[-1] < policy.gp_normal:
             return s, [_alert(AlertKind.INITIATION_BLOCKED, cause, on, baseline=str(values[-1]), threshold=str(policy.gp_normal))], (
                 f"baseline {values[-1]} below {policy.gp_normal}: initiation blocked"
@@ -403,15 +463,24 @@ def _stepdown(policy: RulesPolicy, s: PatientState, on: date, cause: str) -> tup
     """Suggest (never impose) weekly -> every 2 weeks -> monthly (rules.md 3.1)."""
     if s.therapy_start is None or s.treatment is not TreatmentStatus.ACTIVE:
         return None, s
-    if s.interval is Frequency.WEEKLY:
+    if policy.uk:  # weekly 18 weeks, fortnightly to 52 weeks, then four-weekly; clean since the last step
+        if s.interval is Frequency.WEEKLY:
+            target, due, clean_since = Frequency.EVERY_2_WEEKS, s.therapy_start + timedelta(weeks=policy.stepdown_weeks_q2w), s.therapy_start
+        elif s.interval is Frequency.EVERY_2_WEEKS:
+            target, due = Frequency.MONTHLY, s.therapy_start + timedelta(weeks=policy.stepdown_weeks_monthly)
+            clean_since = s.therapy_start + timedelta(weeks=policy.stepdown_weeks_q2w)
+        else:
+            return None, s
+    elif s.interval is Frequency.WEEKLY:
         target, months = Frequency.EVERY_2_WEEKS, policy.stepdown_months_q2w
+        due, clean_since = add_months(s.therapy_start, months), add_months(s.therapy_start, months - 6)
     elif s.interval is Frequency.EVERY_2_WEEKS:
         target, months = Frequency.MONTHLY, policy.stepdown_months_monthly
+        due, clean_since = add_months(s.therapy_start, months), add_months(s.therapy_start, months - 6)
     else:
         return None, s
-    if s.stepdown_offered is target or on < add_months(s.therapy_start, months):
+    if s.stepdown_offered is target or on < due:
         return None, s
-    clean_since = add_months(s.therapy_start, months - 6)
     if s.last_abnormal_on is not None and s.last_abnormal_on >= clean_since:
         return None, s
     a = _alert(AlertKind.STEPDOWN_ELIGIBLE, f"stepdown:{target.value}:{s.therapy_start}", on, suggested=target.value)
@@ -421,11 +490,16 @@ def _stepdown(policy: RulesPolicy, s: PatientState, on: date, cause: str) -> tup
 def _on_enroll(policy: RulesPolicy, s: PatientState, e: Enroll) -> tuple[PatientState, list[Alert], str]:
     if s.enrolled:
         raise EventNotAllowed("patient is already enrolled")
+    if policy.uk and e.population is Population.BEN:
+        raise InvalidInput(
+            f"profile {policy.label} has no verified limits for benign ethnic neutropenia (rules.md 6.1): "
+            "register the patient's lower limits with the monitoring service and use a profile that carries them"
+        )
     if e.population is Population.BEN and e.baseline_anc is not None and e.baseline_anc < policy.ben_normal:
         raise InvalidInput(f"BEN baseline ANC {e.baseline_anc} is below {policy.ben_normal}")
     s = replace(s, enrolled=True, population=e.population, therapy_start=e.therapy_start, baseline_anc=e.baseline_anc)
     if s.latest is not None:  # results seen before enrollment were categorized without a population
-        s = replace(s, latest=replace(s.latest, category=categorize(policy, e.population, s.latest.value)))
+        s = replace(s, latest=replace(s.latest, category=categorize(policy, e.population, s.latest.value, s.latest.wbc)))
     if e.monitoring_frequency is not None:
         if e.monitoring_frequency not in (Frequency.WEEKLY, Frequency.EVERY_2_WEEKS, Frequency.MONTHLY):
             raise InvalidInput("monitoring_frequency must be weekly, every_2_weeks or monthly")

@@ -87,6 +87,7 @@ class Observation:
     derived: bool = False
     censored: str = ""
     filler_order: str = ""
+    wbc: Decimal | None = None  # WBC of the same order in cells/uL, if reported and usable
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +300,20 @@ def _finish_group(g: _Group, h: Header, d: Delimiters, out: list[Observation], i
                 derived=derived,
                 censored=censored,
                 filler_order=g.filler,
+                wbc=order_wbc(),
             )
         )
+
+    def order_wbc() -> Decimal | None:
+        """The order's WBC in cells/uL for rules that use it (UK colours); silent when unusable."""
+        for w in sorted(by_role.get(Role.WBC, ()), key=lambda w: codes_mod.WBC_PREFERENCE.index(w.code) if w.code in codes_mod.WBC_PREFERENCE else 99):
+            if _status(w, g) not in (ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.PRELIMINARY):
+                continue
+            num = parse_numeric(w.value, w.value_type, d.component)
+            factor = resolve_unit(w.unit, d.component)[0] if num is not None else None
+            if num is not None and isinstance(factor, Decimal) and not num.comparator:
+                return num.value * factor
+        return None
 
     def count(r: _Row) -> tuple[Decimal, str] | None:
         """A #/volume value in cells/uL, or None with an issue recorded."""

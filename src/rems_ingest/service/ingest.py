@@ -186,7 +186,7 @@ class IngestService:
         refs: list[str] = []
         quality: list[tuple[PatientKey | None, int, str, str]] = [(i.patient, i.code, i.location, i.reason) for i in ex.issues]
         events = sorted(
-            ((o, AncResult(o.result_key, o.anc, o.observed_at, o.status, o.censored, o.derived)) for o in ex.observations),
+            ((o, AncResult(o.result_key, o.anc, o.observed_at, o.status, o.censored, o.derived, o.wbc)) for o in ex.observations),
             key=lambda pair: event_sort_key(pair[1]),
         )
         for obs, event in events:

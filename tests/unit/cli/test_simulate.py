@@ -84,3 +84,11 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path: Path, content: str, ar
     assert 2 == code, out
     assert message in err
     assert "Traceback" not in err + out
+
+
+def test_uk_profile_colours_use_the_wbc_column() -> None:
+    rows = timeline("--profile", "uk-cpms", "--therapy-start", "2026-01-05", str(EXAMPLES / "uk_amber_then_red.csv"))
+    colours = [r["category"] for r in rows if r["input"].startswith("ANC")]
+    assert ["green", "green", "amber", "amber", "green", "red", "red", "amber", "green"] == colours  # 2100 with WBC 3400 is amber
+    assert "therapy.emergency" in rows[-3]["alerts"]  # neutrophils 900 < 1000
+    assert ("decision_required", "on_hold_decision") == (rows[-1]["action"], rows[-1]["treatment"])

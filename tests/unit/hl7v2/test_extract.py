@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from rems_ingest.hl7v2.frame import parse_frame
@@ -57,3 +59,25 @@ def test_no_phi_in_rejection_text() -> None:
             for t in texts:
                 for phi in ("DOE", "JANE", "MÜLLER", "PEÑA", "19800101", "Smith"):
                     assert phi not in t
+
+
+def test_the_orders_wbc_travels_with_the_anc_for_rules_that_use_it() -> None:
+    from pathlib import Path
+
+    from rems_ingest.hl7v2.extract import extract as fast
+    from rems_ingest.hl7v2.reference import extract_reference
+
+    text = (Path(__file__).resolve().parents[3] / "fixtures" / "hl7" / "oru_251_anc_normal.hl7").read_bytes().decode().replace("\n", "\r")
+    (obs,) = fast(text).observations
+    assert Decimal(6100) == obs.wbc  # 6.1 x10^3/uL
+    assert obs == extract_reference(text).observations[0]
+
+
+def test_an_unusable_wbc_is_left_out_quietly() -> None:
+    from pathlib import Path
+
+    from rems_ingest.hl7v2.extract import extract as fast
+
+    text = (Path(__file__).resolve().parents[3] / "fixtures" / "hl7" / "oru_251_anc_normal.hl7").read_bytes().decode().replace("||6.1|10*3/uL|", "||6.1|furlongs|")
+    (obs,) = fast(text).observations
+    assert obs.wbc is None
