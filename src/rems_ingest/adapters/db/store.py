@@ -64,10 +64,6 @@ def make_engine(url: str, *, writer: bool) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # we ACK on commit: survive OS crash too
             cur.execute("PRAGMA busy_timeout=30000")
-            if writer:
-                # checkpoints run on their own thread (Store._checkpointer), not inside an ACK's commit
-                cur.execute("PRAGMA wal_autocheckpoint=0")
-                cur.execute("PRAGMA journal_size_limit=67108864")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -89,8 +85,6 @@ class Store:
         self._reader = make_engine(url, writer=False)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._checkpoints: threading.Thread | None = None
-        self._stopping = threading.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -108,38 +102,12 @@ class Store:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="rems-store-writer", daemon=True)
             self._thread.start()
-        path = _sqlite_path(self.url)
-        if path is not None and self._checkpoints is None:
-            self._stopping.clear()
-            self._checkpoints = threading.Thread(target=self._checkpointer, args=(path,), name="rems-store-checkpoint", daemon=True)
-            self._checkpoints.start()
-
-    def _checkpointer(self, path: Path, every: float = 0.5) -> None:
-        """Copy committed WAL pages into the database file off the ACK path. PASSIVE never
-        blocks the writer; a commit is already durable in the WAL before this runs."""
-        import sqlite3
-
-        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA synchronous=FULL")
-            while not self._stopping.wait(every):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:
-                    log.warning("sqlite_checkpoint_failed", error=str(exc)[:120])
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        finally:
-            conn.close()
 
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(timeout=30)
             self._thread = None
-        if self._checkpoints is not None:
-            self._stopping.set()
-            self._checkpoints.join(timeout=30)
-            self._checkpoints = None
         self._writer.dispose()
         self._reader.dispose()
 
