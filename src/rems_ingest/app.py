@@ -166,7 +166,7 @@ class _Waking:
     def __init__(self, ingest: IngestService, relay: OutboxRelay) -> None:
         self.ingest, self.relay = ingest, relay
 
-    async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
+    async def handle_frame(self, payload: bytes, peer: str) -> bytes | list[bytes] | None:
         reply = await self.ingest.handle_frame(payload, peer)
         self.relay.wake()
         return reply

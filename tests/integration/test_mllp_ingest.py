@@ -116,3 +116,53 @@ async def test_ack_is_never_sent_when_the_store_cannot_commit(daemon: Daemon) ->
 
     assert "AE" == segs[1][1]
     assert "207" == next(s for s in segs if s[0] == "ERR")[3].split("^")[0]
+
+
+def _enhanced(cid: str, accept: str, app: str, processing: str = "P") -> bytes:
+    from datetime import date
+
+    from rems_ingest.demo import oru
+
+    raw = oru(cid, "ENH1", date(2026, 3, 4), "2.2", cid).decode()
+    msh, rest = raw.split("\r", 1)
+    fields = msh.split("|")
+    fields[10] = processing
+    fields += [""] * (17 - len(fields))
+    fields[14], fields[15] = accept, app
+    return ("|".join(fields) + "\r" + rest).encode()
+
+
+async def test_enhanced_mode_commit_ack_then_application_ack_when_msh16_asks(daemon: Daemon) -> None:
+    async with MllpClient("127.0.0.1", daemon.server.bound_port, timeout=5) as c:
+        commit = segments(await c.send(_enhanced("ENH-1", "AL", "AL")))
+        app = segments(await c.receive())
+        # the sender acknowledges our application ACK; an ACK is never answered, and the
+        # connection goes on serving
+        await c.send_only(b"MSH|^~\\&|LIS|GHH_LAB|REMS|PSYCH|20260304||ACK^R01^ACK|X1|P|2.5.1\rMSA|CA|" + app[0][9].encode() + b"\r")
+        nxt = segments(await c.send(_enhanced("ENH-2", "AL", "NE")))
+    assert (["MSA", "CA", "ENH-1"], ["MSA", "AA", "ENH-1"]) == (commit[1][:3], app[1][:3])
+    assert commit[0][9] != app[0][9]  # each acknowledgement is its own message
+    assert ["MSA", "CA", "ENH-2"] == nxt[1][:3]
+    assert 1 == count(daemon, inbound_message, inbound_message.c.control_id == "ENH-1")
+
+
+@pytest.mark.parametrize(
+    ("accept", "app", "processing", "expected"),
+    [
+        ("NE", "AL", "P", ["AA"]),  # no commit ACK wanted, the application ACK only
+        ("AL", "ER", "P", ["CA"]),  # application ACK on error only: none on success
+        ("AL", "SU", "P", ["CA", "AA"]),
+        ("AL", "AL", "T", ["CR"]),  # rejected before the application: no application ACK
+        ("ER", "AL", "P", ["AA"]),  # commit ACK on error only
+    ],
+)
+async def test_msh15_and_msh16_decide_which_acknowledgements_are_sent(daemon: Daemon, accept: str, app: str, processing: str, expected: list[str]) -> None:
+    cid = f"E-{accept}-{app}-{processing}"
+    async with MllpClient("127.0.0.1", daemon.server.bound_port, timeout=1) as c:
+        got = [segments(await c.send(_enhanced(cid, accept, app, processing)))[1][1]]
+        try:
+            while True:
+                got.append(segments(await c.receive())[1][1])
+        except TimeoutError:
+            pass
+    assert expected == got

@@ -21,6 +21,20 @@ class ErrDetail:
     message: str = ""  # ERR-8 user message (never PHI)
 
 
+def wants(ack_type: str, code: str, default: bool = True) -> bool:
+    """HL7 table 0155 for MSH-15/16: AL always, NE never, ER only on error/reject, SU only on success."""
+    t = ack_type.strip().upper()
+    if t == "NE":
+        return False
+    if t == "ER":
+        return code not in ("AA", "CA")
+    if t == "SU":
+        return code in ("AA", "CA")
+    if t == "AL":
+        return True
+    return default
+
+
 def _ts(now: datetime) -> str:
     off = now.strftime("%z")
     return now.strftime("%Y%m%d%H%M%S") + off
@@ -36,15 +50,17 @@ def build_ack(
     errors: Sequence[ErrDetail] = (),
     application: str = "REMS_INGEST",
     facility: str = "",
+    commit: bool = True,
 ) -> str:
     """One ACK message (segments joined by CR, no MLLP framing).
 
-    Enhanced mode (MSH-15/16 valued) answers with the commit codes CA/CE/CR.
+    Enhanced mode (MSH-15/16 valued) answers with the commit codes CA/CE/CR; ``commit=False``
+    builds the enhanced-mode application acknowledgement (AA/AE/AR) instead.
     """
     d = header.delimiters if header else Delimiters()
     fs, cs = d.field, d.component
     enc = f"{d.component}{d.repetition}{d.escape}{d.subcomponent}"
-    if header and header.enhanced:
+    if header and header.enhanced and commit:
         code = _ENHANCED.get(code, code)
     version = header.version if header and header.version else "2.5.1"
     trigger = header.trigger if header and header.trigger else "R01"

@@ -22,7 +22,7 @@ from rems_ingest.adapters.db.store import Store
 from rems_ingest.core.errors import CoreError
 from rems_ingest.core.model import Alert, AlertKind, AncResult, PatientKey, Severity, event_sort_key
 from rems_ingest.core.policy import RulesPolicy
-from rems_ingest.hl7v2.ack import ErrDetail, build_ack
+from rems_ingest.hl7v2.ack import ErrDetail, build_ack, wants
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.errors import StoreUnavailable, TooLarge
 from rems_ingest.hl7v2.extract import Header
@@ -83,24 +83,35 @@ class IngestService:
 
     # ------------------------------------------------------------ MLLP entry points
 
-    async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
+    async def handle_frame(self, payload: bytes, peer: str) -> bytes | list[bytes] | None:
+        """The reply frame(s): the ACK (or a response batch), then any enhanced-mode application
+        acknowledgements MSH-16 asked for, each its own frame on the same connection."""
         started = time.perf_counter()
         now = self.clock()
         acks: list[str] = []
+        app_acks: list[str] = []
         charset = self.default_charset
         for m in parse_frame(payload, default_charset=self.default_charset, processing_ids=self.processing_ids, max_segments=self.max_segments, code_map=self.code_map):
             charset = m.charset
             if m.is_ack:
                 log.info("hl7_ack_ignored", control_id=m.header.control_id if m.header else "")
                 continue
-            acks.append(await self._answer(m, now, started))
-        if not acks:
-            return None
+            ack, app_ack = await self._answer(m, now, started)
+            if ack is not None:
+                acks.append(ack)
+            if app_ack is not None:
+                app_acks.append(app_ack)
+        frames: list[bytes] = []
         if len(acks) > 1:  # batch in one frame: answer with a response batch
             acks = ["BHS|^~\\&|" + self.application] + acks + [f"BTS|{len(acks)}"]
             acks = [a.rstrip("\r") for a in acks]
-            return ("\r".join(acks) + "\r").encode(charset, "replace")
-        return acks[0].encode(charset, "replace")
+            frames.append(("\r".join(acks) + "\r").encode(charset, "replace"))
+        elif acks:
+            frames.append(acks[0].encode(charset, "replace"))
+        frames += [a.encode(charset, "replace") for a in app_acks]
+        if not frames:
+            return None
+        return frames[0] if len(frames) == 1 else frames
 
     def reject_oversize(self, head: bytes) -> bytes | None:
         header = _header_only(head.decode("latin-1"))
@@ -110,7 +121,8 @@ class IngestService:
         err = TooLarge("message exceeds the maximum frame size")
         return build_ack(header, "AR", control_id=self._control_id(), now=self.clock(), text=err.text, errors=[ErrDetail(err.err_code, err.err_text, "MSH^1", "E", err.text)]).encode("latin-1", "replace")
 
-    async def _answer(self, m: ParsedMessage, now: datetime, started: float) -> str:
+    async def _answer(self, m: ParsedMessage, now: datetime, started: float) -> tuple[str | None, str | None]:
+        """(the ACK or enhanced-mode commit ACK if MSH-15 wants one, the application ACK if MSH-16 does)."""
         h = m.header
         if m.error is not None:
             e = m.error
@@ -129,7 +141,16 @@ class IngestService:
             code = result.ack_code
             errors = [ErrDetail(**x) for x in result.errors]
             text = "; ".join(x.message for x in errors if x.severity == "E")
-        ack = build_ack(h, code, control_id=self._control_id(), now=now, text=text, errors=errors, application=self.application, facility=self.facility)
+        ack: str | None = build_ack(h, code, control_id=self._control_id(), now=now, text=text, errors=errors, application=self.application, facility=self.facility)
+        app_ack = None
+        if h is not None and h.enhanced:
+            commit_code = {"AA": "CA", "AE": "CE", "AR": "CR"}.get(code, code)
+            if not wants(h.accept_ack, commit_code):
+                ack = None
+            # Processing is complete at commit, so the application ACK follows at once. Only a
+            # committed message has an application outcome: CR/CE mean "not accepted, resend".
+            if code == "AA" and wants(h.app_ack, "AA", default=False):
+                app_ack = build_ack(h, code, control_id=self._control_id(), now=now, text=text, errors=errors, application=self.application, facility=self.facility, commit=False)
         metrics.MESSAGES.labels(code).inc()
         latency = time.perf_counter() - started
         metrics.ACK_LATENCY.observe(latency)
@@ -145,7 +166,7 @@ class IngestService:
             error_codes=[e.code for e in errors],
             latency_ms=round(latency * 1000, 3),
         )
-        return ack
+        return ack, app_ack
 
     # ------------------------------------------------------------ the transaction
 

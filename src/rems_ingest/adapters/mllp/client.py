@@ -38,6 +38,12 @@ class MllpClient:
         await self._writer.drain()
         return await self.receive()
 
+    async def send_only(self, payload: bytes) -> None:
+        """Send without waiting for a reply (e.g. acknowledging an application ACK)."""
+        assert self._writer
+        self._writer.write(frame(payload))
+        await self._writer.drain()
+
     async def receive(self) -> bytes:
         assert self._reader
         async with asyncio.timeout(self.timeout):

@@ -25,7 +25,7 @@ log = structlog.get_logger("rems_ingest.mllp")
 class FrameHandler(Protocol):
     """What the listener calls: the ingest service, or an in-process sink in tests."""
 
-    async def handle_frame(self, payload: bytes, peer: str) -> bytes | None: ...
+    async def handle_frame(self, payload: bytes, peer: str) -> bytes | list[bytes] | None: ...
 
     def reject_oversize(self, head: bytes) -> bytes | None: ...
 
@@ -127,7 +127,8 @@ class MllpServer:
                 if isinstance(ev, Frame):
                     reply = await self.handler.handle_frame(ev.payload, peer)
                     if reply is not None:
-                        writer.write(frame(reply))
+                        for r in reply if isinstance(reply, list) else (reply,):
+                            writer.write(frame(r))
                         await writer.drain()
                 elif isinstance(ev, Oversize):
                     metrics.LIMIT_HITS.labels("max_frame_bytes").inc()
