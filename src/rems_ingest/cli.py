@@ -221,6 +221,34 @@ def sweep_overdue(ctx: click.Context, now: str | None) -> None:
     _run_clinic(ctx, lambda c: c.sweep_overdue(when))
 
 
+@cli.command("import-patients")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER", help="Who imports (audited).")
+@click.pass_context
+def import_patients(ctx: click.Context, file: Path, actor: str) -> None:
+    """Enroll the patients of an existing clozapine clinic from a CSV with a header row:
+    id,authority,population,therapy_start[,baseline_anc,monitoring_frequency,prescriber_id,pharmacy_id].
+    All rows or none; patients already enrolled are skipped, so a re-run is harmless."""
+    from rems_ingest.service.clinic import Conflict
+
+    with open(file, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
+        missing = {"id", "population", "therapy_start"} - set(reader.fieldnames or ())
+        if missing:
+            raise click.UsageError(f"{file}: header lacks {', '.join(sorted(missing))}")
+        rows = [{k: (v.strip() if isinstance(v, str) else v) or None for k, v in r.items() if k} for r in reader]
+    store, clinic = _clinic(ctx)
+    try:
+        outcome = asyncio.run(clinic.enroll_many(rows, actor=actor))
+    except (Conflict, CoreError) as exc:
+        _fail(f"{file}: {exc}; nothing was imported")
+    finally:
+        store.close()
+    for r, what in zip(rows, outcome):
+        click.echo(f"{r['id']} ({r.get('authority') or 'no authority'}): {what}")
+    click.echo(f"{sum(1 for o in outcome if not o.startswith('already'))} enrolled, {sum(1 for o in outcome if o.startswith('already'))} already enrolled")
+
+
 @cli.command()
 @click.option("--id", "ids", type=int, multiple=True, help="Stored message id (repeatable).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]), help="Messages received at or after this time (UTC if no offset).")

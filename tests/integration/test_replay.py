@@ -76,3 +76,23 @@ def test_replay_needs_a_selection_and_reports_unknown_ids(tmp_path: Path) -> Non
     assert 2 == none.exit_code and "say which messages" in none.stderr
     missing = CliRunner().invoke(cli, ["replay", "--id", "424242"], env=env)
     assert 1 == missing.exit_code and "#424242: no such stored message" in missing.stderr
+
+
+def test_bulk_import_enrolls_a_clinic_all_or_nothing_and_is_safe_to_rerun(tmp_path: Path) -> None:
+    env = {"REMS_STORE__URL": f"sqlite:///{tmp_path}/rems.db", "REMS_LOG__LEVEL": "WARNING"}
+    good = Path(__file__).resolve().parents[2] / "fixtures" / "import" / "clinic_transfer.csv"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(good.read_text() + "MRN2004,HOSP,martian,2026-01-01,,weekly,DR1,RX1\n")
+
+    refused = CliRunner().invoke(cli, ["import-patients", str(bad)], env=env)
+    assert 2 == refused.exit_code and "row 4: population must be" in refused.stderr and "nothing was imported" in refused.stderr
+    assert [] == _db(tmp_path, "SELECT patient_id FROM patient WHERE enrolled")
+
+    first = CliRunner().invoke(cli, ["import-patients", str(good), "--actor", "clinic-lead"], env=env)
+    assert 0 == first.exit_code, first.output
+    assert "3 enrolled, 0 already enrolled" in first.output
+    states = dict(_db(tmp_path, "SELECT patient_id, state FROM patient WHERE enrolled"))
+    assert '"interval":"monthly"' in states["MRN2001"] and '"interval":"every_2_weeks"' in states["MRN2002"]
+    again = CliRunner().invoke(cli, ["import-patients", str(good)], env=env)
+    assert "0 enrolled, 3 already enrolled" in again.output
+    assert 3 == len(_db(tmp_path, "SELECT * FROM audit WHERE action = 'enroll' AND actor = 'clinic-lead'"))

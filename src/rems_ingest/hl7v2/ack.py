@@ -21,6 +21,11 @@ class ErrDetail:
     message: str = ""  # ERR-8 user message (never PHI)
 
 
+def commit_code(code: str) -> str:
+    """The enhanced-mode accept (commit) code for an original-mode code: AA -> CA, ..."""
+    return _ENHANCED.get(code, code)
+
+
 def wants(ack_type: str, code: str, default: bool = True) -> bool:
     """HL7 table 0155 for MSH-15/16: AL always, NE never, ER only on error/reject, SU only on success."""
     t = ack_type.strip().upper()
@@ -61,7 +66,7 @@ def build_ack(
     fs, cs = d.field, d.component
     enc = f"{d.component}{d.repetition}{d.escape}{d.subcomponent}"
     if header and header.enhanced and commit:
-        code = _ENHANCED.get(code, code)
+        code = commit_code(code)
     version = header.version if header and header.version else "2.5.1"
     trigger = header.trigger if header and header.trigger else "R01"
     msg_type = f"ACK{cs}{trigger}" if version.startswith("2.3") else f"ACK{cs}{trigger}{cs}ACK"

@@ -18,7 +18,7 @@ import structlog
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.db.store import Store
 from rems_ingest.core import dispense
-from rems_ingest.core.errors import EventNotAllowed, InvalidInput
+from rems_ingest.core.errors import CoreError, EventNotAllowed, InvalidInput
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, ClinicalEvent, Enroll, Frequency, PatientKey, Population
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.core.rules import action_of, frequency_of
@@ -70,7 +70,8 @@ class ClinicService:
 
     # ------------------------------------------------------------ enrollment
 
-    async def enroll(self, body: dict[str, Any], actor: str = "api") -> dict[str, Any]:
+    def _enrollment(self, body: dict[str, Any]) -> tuple[PatientKey, Enroll, str, str]:
+        """Validate an enrollment request (raises InvalidInput with the reason)."""
         key = PatientKey(_text(body, "id", required=True), _text(body, "authority"))
         try:
             population = Population(body.get("population"))
@@ -92,19 +93,57 @@ class ClinicService:
             except ValueError:
                 raise InvalidInput("monitoring_frequency must be weekly, every_2_weeks or monthly") from None
         prescriber, pharmacy = _text(body, "prescriber_id"), _text(body, "pharmacy_id")
-        now = self.clock()
-        on = min(start, self.today(now))
+        on = min(start, self.today(self.clock()))
         event = Enroll(key="enroll", on=on, population=population, therapy_start=start, baseline_anc=baseline, monitoring_frequency=freq)
+        return key, event, prescriber, pharmacy
+
+    def _enroll_in(self, repo: Repository, request: tuple[PatientKey, Enroll, str, str], actor: str, now: datetime) -> None:
+        key, event, prescriber, pharmacy = request
+        row = repo.patient(key, create=True, lock=True, now=now.isoformat())
+        assert row is not None
+        if row.enrolled:
+            raise Conflict(f"patient {key.id} ({key.authority or 'no authority'}) is already enrolled")
+        apply_event(repo, self.policy(), key, event, cause={"source": actor}, now=now, row=row, strict=True, extra={"prescriber_id": prescriber, "pharmacy_id": pharmacy})
+        repo.audit(now, actor, "enroll", row.pk, {"population": event.population.value, "therapy_start": event.therapy_start, "prescriber_id": prescriber})
+
+    async def enroll_many(self, bodies: list[dict[str, Any]], actor: str = "import") -> list[str]:
+        """Bulk import (a clinic moving its patients): every row is validated first, then all are
+        enrolled in one transaction, so a bad row leaves nothing half-written. Patients already
+        enrolled are skipped, which makes a re-run of the same file harmless."""
+        requests = []
+        for n, body in enumerate(bodies, 1):
+            try:
+                requests.append(self._enrollment(body))
+            except CoreError as exc:
+                raise InvalidInput(f"row {n}: {exc}") from None
+        now = self.clock()
+
+        def job(conn: Any) -> list[str]:
+            repo = Repository(conn)
+            outcome = []
+            for n, req in enumerate(requests, 1):
+                try:
+                    self._enroll_in(repo, req, actor, now)
+                except Conflict:
+                    outcome.append("already enrolled: skipped")
+                    continue
+                except EventNotAllowed as exc:
+                    raise Conflict(f"row {n}: {exc}") from None
+                outcome.append(self._view(repo, req[0])["action"])
+            return outcome
+
+        result = await self.store.write(job)
+        self.on_alerts()
+        return result
+
+    async def enroll(self, body: dict[str, Any], actor: str = "api") -> dict[str, Any]:
+        request = self._enrollment(body)
+        now = self.clock()
 
         def job(conn: Any) -> dict[str, Any]:
             repo = Repository(conn)
-            row = repo.patient(key, create=True, lock=True, now=now.isoformat())
-            assert row is not None
-            if row.enrolled:
-                raise Conflict(f"patient {key.id} ({key.authority or 'no authority'}) is already enrolled")
-            applied = apply_event(repo, self.policy(), key, event, cause={"source": actor}, now=now, row=row, strict=True, extra={"prescriber_id": prescriber, "pharmacy_id": pharmacy})
-            repo.audit(now, actor, "enroll", row.pk, {"population": population.value, "therapy_start": start, "prescriber_id": prescriber})
-            return self._view(repo, key)
+            self._enroll_in(repo, request, actor, now)
+            return self._view(repo, request[0])
 
         try:
             view = await self.store.write(job)

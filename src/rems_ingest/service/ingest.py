@@ -22,7 +22,7 @@ from rems_ingest.adapters.db.store import Store
 from rems_ingest.core.errors import CoreError
 from rems_ingest.core.model import Alert, AlertKind, AncResult, PatientKey, Severity, event_sort_key
 from rems_ingest.core.policy import RulesPolicy
-from rems_ingest.hl7v2.ack import ErrDetail, build_ack, wants
+from rems_ingest.hl7v2.ack import ErrDetail, build_ack, commit_code, wants
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.errors import StoreUnavailable, TooLarge
 from rems_ingest.hl7v2.extract import Header
@@ -144,8 +144,7 @@ class IngestService:
         ack: str | None = build_ack(h, code, control_id=self._control_id(), now=now, text=text, errors=errors, application=self.application, facility=self.facility)
         app_ack = None
         if h is not None and h.enhanced:
-            commit_code = {"AA": "CA", "AE": "CE", "AR": "CR"}.get(code, code)
-            if not wants(h.accept_ack, commit_code):
+            if not wants(h.accept_ack, commit_code(code)):
                 ack = None
             # Processing is complete at commit, so the application ACK follows at once. Only a
             # committed message has an application outcome: CR/CE mean "not accepted, resend".
