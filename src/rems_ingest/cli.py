@@ -299,6 +299,30 @@ def replay(ctx: click.Context, ids: tuple[int, ...], since: datetime | None, sta
     sys.exit(code)
 
 
+@cli.group()
+def db() -> None:
+    """Store maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply pending schema migrations (the daemon also does this at start-up)."""
+    from sqlalchemy import text
+
+    from rems_ingest.adapters.db.store import Store, StoreError
+
+    store = Store(_settings(ctx).store.resolved_url())
+    try:
+        store.migrate()
+        revision = store.read(lambda c: c.execute(text("SELECT version_num FROM alembic_version")).scalar())
+    except StoreError as exc:
+        _fail(str(exc), 1)
+    finally:
+        store.close()
+    click.echo(f"schema at revision {revision}")
+
+
 @cli.command("check-config")
 @click.pass_context
 def check_config(ctx: click.Context) -> None:

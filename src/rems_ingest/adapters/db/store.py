@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import structlog
-from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from rems_ingest.adapters.db import schema
 
 T = TypeVar("T")
 log = structlog.get_logger("rems_ingest.store")
@@ -76,6 +75,15 @@ def make_engine(url: str, *, writer: bool) -> Engine:
     return create_engine(url, pool_size=2 if writer else 5, max_overflow=0 if writer else 10, pool_pre_ping=True)
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _known_revisions(cfg: Any) -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+
+
 class Store:
     def __init__(self, url: str, *, group_max: int = 256) -> None:
         self.url = url
@@ -89,14 +97,31 @@ class Store:
     # ------------------------------------------------------------ lifecycle
 
     def migrate(self) -> None:
-        """Create the schema (idempotent) and record its version."""
+        """Bring the schema to this daemon's head revision (Alembic), in one transaction.
+
+        Several daemons may start together on PostgreSQL: an advisory lock lets one migrate
+        while the others wait. A database created before migrations existed (it has
+        ``schema_version`` but no ``alembic_version``) is stamped as revision 0001 first."""
+        from alembic import command
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+        from sqlalchemy import inspect
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
         with self._writer.begin() as conn:
-            schema.metadata.create_all(conn)
-            current = conn.execute(select(schema.schema_version.c.version)).scalar()
-            if current is None:
-                conn.execute(insert(schema.schema_version).values(version=schema.SCHEMA_VERSION))
-            elif current > schema.SCHEMA_VERSION:
-                raise StoreError(f"database schema {current} is newer than this daemon ({schema.SCHEMA_VERSION})")
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(727001)"))
+            cfg.attributes["connection"] = conn
+            tables = set(inspect(conn).get_table_names())
+            if "alembic_version" in tables:
+                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                if current is not None and current not in _known_revisions(cfg):
+                    raise StoreError(f"database schema {current} is newer than this daemon (head {head}); upgrade rems-ingest")
+            elif "schema_version" in tables:
+                command.stamp(cfg, "0001")
+            command.upgrade(cfg, "head")
 
     def start(self) -> None:
         if self._thread is None:
