@@ -97,9 +97,26 @@ class Daemon:
         self.started = asyncio.Event()
 
     def readiness(self) -> dict[str, Any]:
+        """Store answering, daemon started, and alerts leaving: a configured broker that has been
+        unreachable while an alert waited longer than amqp.ready_max_outbox_age_seconds is not ready."""
         store_ok = self.store.ping()
         broker = "disabled" if not self.relay.url else ("connected" if self.relay.connected else "unreachable")
-        return {"ready": store_ok and self.started.is_set(), "store": "ok" if store_ok else "unreachable", "broker": broker, "rules_profile": self.policy().label}
+        pending, oldest_age = 0, 0.0
+        if store_ok:
+            try:
+                pending, oldest = self.store.read(lambda c: Repository(c).outbox_stats())
+                oldest_age = (utcnow() - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
+            except Exception:  # noqa: BLE001 - a store that cannot answer is not ready
+                store_ok = False
+        alerts_flowing = broker != "unreachable" or oldest_age <= self.settings.amqp.ready_max_outbox_age_seconds
+        return {
+            "ready": store_ok and self.started.is_set() and alerts_flowing,
+            "store": "ok" if store_ok else "unreachable",
+            "broker": broker,
+            "outbox_pending": pending,
+            "outbox_oldest_pending_seconds": round(oldest_age, 1),
+            "rules_profile": self.policy().label,
+        }
 
     async def start(self) -> None:
         s = self.settings

@@ -115,9 +115,11 @@ async def test_alerts_wait_in_the_outbox_while_the_broker_is_unreachable(tmp_pat
     d = Daemon(make_settings(tmp_path, amqp_url=rabbitmq_url.replace(host_port, f"127.0.0.1:{proxy.port}")))
     d.relay.topology = topo
     d.relay.publish_timeout = 2
+    d.settings.amqp.ready_max_outbox_age_seconds = 0.5
     await d.start()
     try:
         await wait_connected(d)
+        assert d.readiness()["ready"]
         proxy.cut()
         acks = await enroll_and_walk(d, "OUT1", "general")
         await asyncio.sleep(1)
@@ -125,10 +127,22 @@ async def test_alerts_wait_in_the_outbox_while_the_broker_is_unreachable(tmp_pat
 
         assert ["AA", "AA", "AA"] == acks
         assert pending >= 7
+        for _ in range(100):  # the relay notices the cut within its publish timeout
+            if not d.relay.connected:
+                break
+            await asyncio.sleep(0.1)
+        outage = d.readiness()
+        assert (False, "unreachable") == (outage["ready"], outage["broker"])  # alerts are stuck: not ready
 
         proxy.restore()
         clinic = await drain(rabbitmq_url, list(topo.queues)[2], expect=pending, timeout=60)
         assert pending == len(clinic)
+        await wait_connected(d)
+        for _ in range(50):
+            if d.readiness()["ready"]:
+                break
+            await asyncio.sleep(0.1)
+        assert d.readiness()["ready"]
     finally:
         await d.shutdown()
         await proxy.stop()
