@@ -360,8 +360,9 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
     confirmed_red = False
     if policy.uk:
         phase, kinds, confirmed_red = _uk_transition(policy, s, cat)
-        if cat is Category.RED and _uk_haematology(policy, e.value, e.wbc) and (phase is not s.phase or confirmed_red):
-            kinds = (AlertKind.EMERGENCY,) + kinds
+        already = s.phase is Phase.UK_RED and s.latest is not None and _uk_haematology(policy, s.latest.value, s.latest.wbc)
+        if cat is Category.RED and _uk_haematology(policy, e.value, e.wbc) and not already:
+            kinds = (AlertKind.EMERGENCY,) + kinds  # first count below the haematology limits in this episode
     elif s.population is Population.BEN:
         phase, kinds = _ben_transition(policy, s, cat, e.value)
     else:

@@ -149,3 +149,10 @@ def test_a_lower_count_is_never_a_milder_colour(a: int, b: int, wbc: int | None)
     lo, hi = sorted((a, b))
     w = Decimal(wbc) if wbc is not None else None
     assert order[uk_colour(UK, Decimal(lo), w)] >= order[uk_colour(UK, Decimal(hi), w)]
+
+
+def test_a_fall_below_the_haematology_limits_during_red_is_an_emergency_once() -> None:
+    f = run(started() + [fbc(7, 1400), fbc(8, 1300), fbc(9, 900), fbc(10, 800)])
+    assert "therapy.emergency" not in kinds(f.decisions[-3])  # confirmed red, above the limits
+    assert "therapy.emergency" in kinds(f.decisions[-2])  # first count below 1.0
+    assert "therapy.emergency" not in kinds(f.decisions[-1])  # still below: no repeat page
