@@ -42,12 +42,22 @@ class PolicyHolder:
     def __call__(self) -> RulesPolicy:
         return self.current
 
-    def reload(self) -> None:
+    def reload(self) -> str:
+        """Load the profile again; on a bad edit keep the one in force and raise the reason."""
         try:
             self.current = profiles.load(self.name, self.dispense_profile)
-            log.info("rules_profile_reloaded", profile=self.current.label)
-        except Exception as exc:  # noqa: BLE001 - keep the old profile on a bad edit
-            log.error("rules_profile_reload_failed", error=str(exc))
+        except Exception as exc:
+            log.error("rules_profile_reload_failed", error=str(exc), kept=self.current.label)
+            raise
+        log.info("rules_profile_reloaded", profile=self.current.label)
+        return self.current.label
+
+    def reload_quietly(self) -> None:
+        """SIGHUP handler: the failure is logged, the daemon keeps running on the old profile."""
+        try:
+            self.reload()
+        except Exception:  # noqa: BLE001 - already logged
+            pass
 
 
 def tls_context(s: Settings) -> ssl.SSLContext | None:
@@ -123,7 +133,7 @@ class Daemon:
         await asyncio.to_thread(self.store.migrate)
         self.store.start()
         await self.server.start()
-        self._runner = web.AppRunner(build_app(self.clinic, self.readiness), access_log=None)
+        self._runner = web.AppRunner(build_app(self.clinic, self.readiness, self.policy.reload), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.http.host, s.http.port)
         await site.start()
@@ -167,7 +177,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.policy.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.policy.reload_quietly)
         try:
             await self.start()
             await self.stop.wait()

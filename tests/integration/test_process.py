@@ -202,3 +202,33 @@ async def drain_ids(url: str, queue: str, expect: set[str]) -> tuple[set[str], i
         except asyncio.TimeoutError:
             pass
     return seen, deliveries
+
+
+async def test_sighup_and_the_api_reload_the_rules_without_dropping_connections(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    profile = (ROOT / "config" / "rules" / "us-label.toml").read_text()
+    (rules / "us-label.toml").write_text(profile)
+    d = DaemonProcess(tmp_path, env={"REMS_STORE__URL": f"sqlite:///{tmp_path}/hup.db", "REMS_RULES_DIR": str(rules)}).start()
+    try:
+        version = re.search(r'version = "([^"]+)"', profile).group(1)  # type: ignore[union-attr]
+        async with MllpClient("127.0.0.1", d.mllp_port) as c:
+            assert "AA" == msa(await c.send(oru("HUP-1", "PH1", START, "1.8", "HUP-1")))
+            (rules / "us-label.toml").write_text(profile.replace(version, "2099.1.1"))
+            d.signal(signal.SIGHUP)
+            for _ in range(50):
+                if (await asyncio.to_thread(d.http, "GET", "/readyz"))[1]["rules_profile"] == "us-label@2099.1.1":
+                    break
+                await asyncio.sleep(0.1)
+            assert "us-label@2099.1.1" == (await asyncio.to_thread(d.http, "GET", "/readyz"))[1]["rules_profile"]
+            assert "AA" == msa(await c.send(oru("HUP-2", "PH1", START + timedelta(days=1), "1.8", "HUP-2")))  # same connection
+
+            (rules / "us-label.toml").write_text(profile.replace(version, "2099.1.2").replace("normal = 1500", "normal = banana"))
+            code, body = await asyncio.to_thread(d.http, "POST", "/v1/admin/reload-rules")
+            assert 422 == code and "us-label" in body["detail"]  # a bad edit is refused...
+            assert "us-label@2099.1.1" == (await asyncio.to_thread(d.http, "GET", "/readyz"))[1]["rules_profile"]  # ...the old one stays
+            (rules / "us-label.toml").write_text(profile.replace(version, "2099.1.3"))
+            assert (200, {"rules_profile": "us-label@2099.1.3"}) == await asyncio.to_thread(d.http, "POST", "/v1/admin/reload-rules")
+            assert "AA" == msa(await c.send(oru("HUP-3", "PH1", START + timedelta(days=2), "1.8", "HUP-3")))
+    finally:
+        d.stop()

@@ -43,7 +43,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def build_app(clinic: ClinicService, ready: Callable[[], dict[str, Any]]) -> web.Application:
+def build_app(clinic: ClinicService, ready: Callable[[], dict[str, Any]], reload_rules: Callable[[], str] | None = None) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=1 << 20)
 
     def key(request: web.Request) -> PatientKey:
@@ -88,6 +88,16 @@ def build_app(clinic: ClinicService, ready: Callable[[], dict[str, Any]]) -> web
     app.router.add_post("/v1/patients/{id}/events", event)
     app.router.add_get("/v1/patients/{id}/dispense-check", dispense_check)
     app.router.add_post("/v1/sweeps/overdue", sweep)
+    async def reload(_: web.Request) -> web.Response:
+        """Same as SIGHUP: a profile that does not load is refused and the one in force stays."""
+        if reload_rules is None:
+            return _error(404, "not_found", "reload is not available")
+        try:
+            return web.json_response({"rules_profile": reload_rules()})
+        except Exception as exc:  # noqa: BLE001 - report; the old profile stays in force
+            return _error(422, "invalid_profile", str(exc))
+
+    app.router.add_post("/v1/admin/reload-rules", reload)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
