@@ -166,3 +166,18 @@ async def test_msh15_and_msh16_decide_which_acknowledgements_are_sent(daemon: Da
         except TimeoutError:
             pass
     assert expected == got
+
+
+async def test_results_for_patients_nobody_enrolled_are_acked_kept_and_counted(daemon: Daemon) -> None:
+    from datetime import date
+
+    from rems_ingest.demo import oru
+    from rems_ingest.observability import metrics
+
+    before = metrics.OBSERVATIONS.labels("stored_not_enrolled")._value.get()
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        reply = segments(await c.send(oru("NE-1", "NOBODY", date(2026, 3, 4), "1.9", "NE-1")))
+    assert ["MSA", "AA", "NE-1"] == reply[1][:3]
+    assert 1 == count(daemon, observation)
+    assert 0 == count(daemon, outbox)  # no clinical alert for a patient nobody monitors
+    assert 1 == metrics.OBSERVATIONS.labels("stored_not_enrolled")._value.get() - before

@@ -231,7 +231,8 @@ class IngestService:
                 quality.append((obs.patient, 102, "OBX", str(exc)))
                 metrics.OBSERVATIONS.labels("rejected").inc()
                 continue
-            metrics.OBSERVATIONS.labels("stored").inc()
+            # results for patients nobody enrolled are kept (as possible baselines) and counted
+            metrics.OBSERVATIONS.labels("stored" if applied.state.enrolled else "stored_not_enrolled").inc()
             alerts += len(applied.alerts)
             refs.append(patient_ref(obs.patient))
         for n, (pkey, code, location, reason) in enumerate(quality):
