@@ -181,3 +181,22 @@ async def test_results_for_patients_nobody_enrolled_are_acked_kept_and_counted(d
     assert 1 == count(daemon, observation)
     assert 0 == count(daemon, outbox)  # no clinical alert for a patient nobody monitors
     assert 1 == metrics.OBSERVATIONS.labels("stored_not_enrolled")._value.get() - before
+
+
+async def test_every_rules_decision_is_in_the_audit_trail(daemon: Daemon) -> None:
+    from datetime import date, timedelta
+
+    from rems_ingest.adapters.db.schema import audit
+    from rems_ingest.demo import oru
+
+    start = date(2026, 3, 2)
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        await c.send(oru("AU-B", "AUD1", start - timedelta(days=1), "1.8", "AU-B"))
+        await daemon.clinic.enroll({"id": "AUD1", "authority": "HOSP", "population": "general", "therapy_start": start.isoformat()})
+        await c.send(oru("AU-1", "AUD1", start + timedelta(days=7), "0.9", "AU-1"))
+    rows = daemon.store.read(lambda conn: conn.execute(select(audit.c.actor, audit.c.detail).where(audit.c.action == "decision").order_by(audit.c.id)).all())
+    details = [json.loads(d) for _, d in rows]
+    assert ["Enroll", "AncResult"] == [d["type"] for d in details]  # the unenrolled baseline is no decision
+    last = details[-1]
+    assert ("moderate", "interrupt", "daily", "rules") == (last["category"], last["action"], last["frequency"], rows[-1][0])
+    assert last["rules_profile"].startswith("us-label@") and len(last["alerts"]) >= 2 and last["why"]

@@ -131,6 +131,20 @@ def apply_event(
     rows = [outbox_row(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
     repo.add_alerts(rows)
     repo.save_patient(row.pk, new_state, version, last, stamp, **(extra or {}))
+    if new_state.enrolled or row.state.enrolled:  # the audit trail of every decision (issue #4)
+        repo.audit_decision(stamp, row.pk, {
+            "event": event.key[:200],
+            "type": type(event).__name__,
+            "category": new_state.latest.category.value if new_state.latest else None,
+            "action": rules.action_of(new_state),
+            "treatment": new_state.treatment.value,
+            "frequency": rules.frequency_of(new_state).value,
+            "next_due": new_state.next_due,
+            "why": explanation,
+            "rules_profile": policy.label,
+            "state_version": version,
+            "alerts": [r["alert_id"] for r in rows],
+        })
     return Applied(row, new_state, version, [r["alert_id"] for r in rows], True, explanation, [r["kind"] for r in rows])
 
 

@@ -66,6 +66,7 @@ _SQL = {
         "VALUES (:alert_id, :patient_pk, :kind, :cause, :alert, :routing_key, :payload, :state_version, :created_at, :withdrawn, :attempts, :next_attempt_at) "
         "ON CONFLICT (alert_id) DO NOTHING"
     ),
+    "audit": "INSERT INTO audit (at, actor, action, patient_pk, detail) VALUES (:at, :actor, :action, :patient_pk, :detail)",
 }
 _PG_SQL = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQL.items()}
 _PG_SQL["patient_lock"] = _PG_SQL["patient"] + " FOR UPDATE"  # per-patient serialization across daemons
@@ -289,6 +290,10 @@ class Repository:
         )
 
     # ------------------------------------------------------------ audit
+
+    def audit_decision(self, at: str, patient_pk: int, detail: dict[str, Any]) -> None:
+        """One row per rules decision (hot path: the driver cursor)."""
+        self._raw("audit", {"at": at, "actor": "rules", "action": "decision", "patient_pk": patient_pk, "detail": json.dumps(detail, separators=(",", ":"), default=str)})
 
     def audit(self, at: datetime, actor: str, action: str, patient_pk: int | None, detail: dict[str, Any]) -> None:
         self.conn.execute(insert(audit).values(at=at.isoformat(), actor=actor, action=action, patient_pk=patient_pk, detail=json.dumps(detail, default=str)))
