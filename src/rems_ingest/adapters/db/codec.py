@@ -70,12 +70,37 @@ def _from(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: _typed(hints[k], v) for k, v in data.items() if k in hints})
 
 
+# The state a message just wrote is, almost always, the state the next message for that patient
+# reads: remember the decoded (immutable) state by its exact stored text, so the hot path skips a
+# JSON decode and dataclass rebuild. Keyed by the text itself, it can never serve a stale state,
+# whoever else wrote the row. Bounded; oldest entries go first.
+_STATE_CACHE: dict[str, model.PatientState] = {}
+_STATE_CACHE_MAX = 4096
+
+
+def _remember(text: str, state: model.PatientState) -> None:
+    if len(_STATE_CACHE) >= _STATE_CACHE_MAX:
+        try:
+            del _STATE_CACHE[next(iter(_STATE_CACHE))]
+        except (KeyError, StopIteration, RuntimeError):  # another thread evicted first
+            pass
+    _STATE_CACHE[text] = state
+
+
 def dump_state(state: model.PatientState) -> str:
-    return json.dumps(_plain(state), separators=(",", ":"))
+    text = json.dumps(_plain(state), separators=(",", ":"))
+    _remember(text, state)
+    return text
 
 
 def load_state(text: str | None) -> model.PatientState:
-    return model.PatientState() if not text else _from(model.PatientState, json.loads(text))
+    if not text:
+        return model.PatientState()
+    state = _STATE_CACHE.get(text)
+    if state is None:
+        state = _from(model.PatientState, json.loads(text))
+        _remember(text, state)
+    return state
 
 
 def dump_event(event: model.Event) -> str:
