@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+if TYPE_CHECKING:
+    from rems_ingest.hl7v2.codes import CodeMap
 
 DEFAULT_CONFIG = Path("config/rems-ingest.toml")
 
@@ -102,6 +106,9 @@ class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("rems_config_file", default=None)  # --config, for one load
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REMS_", env_nested_delimiter="__", extra="forbid", validate_assignment=True)
 
@@ -116,7 +123,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource, file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = Path(os.environ.get("REMS_CONFIG", DEFAULT_CONFIG))
+        path = _CONFIG_FILE.get() or Path(os.environ.get("REMS_CONFIG", DEFAULT_CONFIG))
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if path.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
@@ -131,7 +138,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        os.environ["REMS_CONFIG"] = str(path)
+    token = _CONFIG_FILE.set(path)  # no process-wide side effect (a later Settings() is unaffected)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -140,3 +147,5 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"invalid setting {where}: {err['msg']}") from None
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -40,9 +40,18 @@ def wants(ack_type: str, code: str, default: bool = True) -> bool:
     return default
 
 
+_last_ts: tuple[tuple[int, object], str] = ((0, None), "")
+
+
 def _ts(now: datetime) -> str:
-    off = now.strftime("%z")
-    return now.strftime("%Y%m%d%H%M%S") + off
+    """HL7 TS with offset; formatted once per second (strftime showed up in the profile)."""
+    global _last_ts
+    key = (int(now.timestamp()), now.utcoffset())
+    cached_key, text = _last_ts
+    if key != cached_key:
+        text = now.strftime("%Y%m%d%H%M%S") + now.strftime("%z")
+        _last_ts = (key, text)
+    return text
 
 
 def build_ack(

@@ -5,6 +5,7 @@ Data, not logic: LOINC codes checked against hl7.md 5.1; local codes are configu
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -72,6 +73,7 @@ DEFAULT_LOCAL_CODES: dict[str, Role] = {
 _OTHER_CELL = re.compile(r"\b(LYM|LYMPH|MON|MONO|EOS|BAS|BASO|MID|MXD|GRA|GRAN)", re.I)
 
 
+@functools.lru_cache(maxsize=1024)  # a feed repeats a handful of labels
 def label_disagrees(label: str) -> bool:
     return bool(label) and bool(_OTHER_CELL.search(label)) and "NEUT" not in label.upper()
 
