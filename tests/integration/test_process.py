@@ -112,7 +112,7 @@ async def _send_one(port: int) -> bytes:
         return await c.send(oru("README-1", "P-README", START, "1.8", "README-1"))
 
 
-async def test_sigterm_mid_stream_exits_0_and_loses_no_acked_message(tmp_path: Path) -> None:
+async def test_sigterm_mid_stream_exits_0_and_loses_no_acked_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "term.db"
     d = DaemonProcess(tmp_path, env={"REMS_STORE__URL": f"sqlite:///{db}", "REMS_SHUTDOWN_GRACE_SECONDS": "10"}).start()
     tag = uuid.uuid4().hex[:6]
@@ -127,12 +127,13 @@ async def test_sigterm_mid_stream_exits_0_and_loses_no_acked_message(tmp_path: P
     assert 300 <= n < 800, "SIGTERM should have landed mid-stream"
     assert sum(results[:4]) == n
     assert '"daemon_stopped"' in d.output()
-    print(f"SIGTERM after {n} of 800 ACKs: exit 0, {n} AA'd messages all stored")
+    with capsys.disabled():  # the counts belong in the CI log
+        print(f"\n  SIGTERM after {n} of 800 ACKs: exit 0, {n} AA'd messages all stored")
 
 
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(400)
-async def test_kill_9_mid_stream_of_10000_then_restart_loses_nothing(tmp_path: Path, rabbitmq_url: str) -> None:
+async def test_kill_9_mid_stream_of_10000_then_restart_loses_nothing(tmp_path: Path, rabbitmq_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "kill.db"
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topo = Topology.with_prefix(prefix)
@@ -164,11 +165,12 @@ async def test_kill_9_mid_stream_of_10000_then_restart_loses_nothing(tmp_path: P
         assert 0 == pending, "alerts still unpublished after restart"
         consumed, deliveries = await drain_ids(rabbitmq_url, f"{prefix}.clinic", expect=ids)
         assert ids <= consumed, f"{len(ids - consumed)} committed alerts never reached the broker"
-        print(
-            f"kill -9 after {before_kill} ACKs ({pending_at_kill} alerts pending in the outbox at the kill); "
-            f"after restart {n}/{total} messages AA and stored; {len(ids)} alerts in the outbox, "
-            f"{len(consumed & ids)} distinct published and consumed ({deliveries} deliveries incl. at-least-once repeats)"
-        )
+        with capsys.disabled():  # the counts belong in the CI log
+            print(
+                f"\n  kill -9 after {before_kill} ACKs ({pending_at_kill} alerts pending in the outbox at the kill); "
+                f"after restart {n}/{total} messages AA and stored; {len(ids)} alerts in the outbox, "
+                f"{len(consumed & ids)} distinct published and consumed ({deliveries} deliveries incl. at-least-once repeats)"
+            )
     finally:
         d.stop()
         await purge_topology(rabbitmq_url, topo)
