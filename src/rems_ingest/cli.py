@@ -82,6 +82,22 @@ def serve(ctx: click.Context, mllp_port: int | None, http_port: int | None, stor
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Strict structural validation of HL7 files (or every *.hl7 in a folder) with hl7apy, for
+    onboarding a feed; the daemon itself tolerates real-world quirks. Exit 1 if any is invalid."""
+    from rems_ingest.hl7v2.strict import validate_strict
+
+    files = [f for p in paths for f in (sorted(p.glob("*.hl7")) if p.is_dir() else [p])]
+    bad = 0
+    for f in files:
+        for v in validate_strict(f.read_bytes()):
+            bad += not v.valid
+            click.echo(f"{f.name} #{v.index}: {'valid' if v.valid else 'INVALID'}  {v.detail}")
+    sys.exit(1 if bad else 0)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=2575, show_default=True, type=int)
 @click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for each ACK.")
