@@ -200,3 +200,30 @@ async def test_every_rules_decision_is_in_the_audit_trail(daemon: Daemon) -> Non
     last = details[-1]
     assert ("moderate", "interrupt", "daily", "rules") == (last["category"], last["action"], last["frequency"], rows[-1][0])
     assert last["rules_profile"].startswith("us-label@") and len(last["alerts"]) >= 2 and last["why"]
+
+
+async def test_with_no_broker_the_metrics_show_the_alerts_held_in_the_outbox(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date, timedelta
+
+    from rems_ingest.demo import oru
+    from rems_ingest.observability import metrics
+    from tests.conftest import make_settings
+
+    d = Daemon(make_settings(tmp_path))
+    d.relay.poll_interval = 0.02
+    await d.start()
+    try:
+        async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+            await c.send(oru("HB-B", "HELD1", date(2026, 3, 1), "1.8", "HB-B"))
+        await d.clinic.enroll({"id": "HELD1", "authority": "HOSP", "population": "general", "therapy_start": "2026-03-02"})
+        async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+            await c.send(oru("HB-1", "HELD1", date(2026, 3, 2) + timedelta(days=7), "0.9", "HB-1"))
+        held = count(d, outbox)
+        for _ in range(100):
+            if metrics.OUTBOX_BACKLOG._value.get() == held:
+                break
+            await asyncio.sleep(0.05)
+        assert held >= 3 and held == metrics.OUTBOX_BACKLOG._value.get()
+        assert 0 == metrics.BROKER_CONNECTED._value.get()
+    finally:
+        await d.shutdown()

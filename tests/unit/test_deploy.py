@@ -126,3 +126,18 @@ def test_rabbitmq_users_are_least_privilege_and_carry_no_password() -> None:
         assert re.fullmatch(perms[consumer]["read"], consumer.replace("rems-", "rems."))
         assert not re.fullmatch(perms[consumer]["read"], "rems.alerts")
     assert not re.fullmatch(perms["rems-ingest"]["write"], "amq.default") and re.fullmatch(perms["rems-ingest"]["write"] + ".*", "rems.alerts")
+
+
+def test_prometheus_alert_rules_use_only_metrics_the_daemon_exports() -> None:
+    from prometheus_client import generate_latest
+
+    from rems_ingest.observability import metrics
+
+    exported = {line.split()[2] for line in generate_latest(metrics.REGISTRY).decode().splitlines() if line.startswith("# TYPE")}
+    exported |= {f"{m}_bucket" for m in exported} | {f"{m}_total" for m in exported}
+    rules = [r for g in yaml.safe_load((DEPLOY / "prometheus" / "rems-ingest-alerts.yaml").read_text())["groups"] for r in g["rules"]]
+    assert {"RemsAlertsNotReachingBroker", "RemsBrokerDisconnected", "RemsLabFeedQuiet"} <= {r["alert"] for r in rules}
+    for r in rules:
+        used = set(re.findall(r"\b(rems_[a-z_]+)", r["expr"]))
+        assert used and used <= exported, (r["alert"], used - exported)
+        assert r["labels"]["severity"] in ("page", "ticket") and r["annotations"]["summary"]

@@ -19,6 +19,7 @@ PUBLISHED = Counter("rems_alerts_published_total", "Alerts confirmed by the brok
 PUBLISH_FAILURES = Counter("rems_publish_failures_total", "Relay publish failures, by reason", ["reason"], registry=REGISTRY)
 OUTBOX_BACKLOG = Gauge("rems_outbox_backlog", "Alerts waiting in the outbox", registry=REGISTRY)
 OUTBOX_OLDEST_AGE = Gauge("rems_outbox_oldest_pending_seconds", "Age of the oldest unpublished alert", registry=REGISTRY)
+BROKER_CONNECTED = Gauge("rems_broker_connected", "1 while the relay holds a confirmed channel to RabbitMQ (0 also when none is configured)", registry=REGISTRY)
 OPEN_CONNECTIONS = Gauge("rems_mllp_open_connections", "Open MLLP connections", registry=REGISTRY)
 LIMIT_HITS = Counter("rems_limit_hits_total", "Limits hit, by limit", ["limit"], registry=REGISTRY)
 STORE_FAILURES = Counter("rems_store_failures_total", "Transactions that failed (answered AE)", registry=REGISTRY)

@@ -57,7 +57,15 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event) -> None:
         if not self.url:
             log.warning("relay_disabled", reason="no broker configured: alerts are held in the outbox")
-            await stop.wait()
+            while not stop.is_set():  # keep the backlog gauges true while alerts are held
+                try:
+                    await self._update_backlog()
+                except Exception:  # noqa: BLE001 - a metrics refresh must never stop the daemon
+                    pass
+                try:
+                    await asyncio.wait_for(stop.wait(), self.poll_interval * 10)
+                except asyncio.TimeoutError:
+                    pass
             return
         delay = 0.5
         while not stop.is_set():
@@ -84,10 +92,12 @@ class OutboxRelay:
         channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
         self._exchange = await declare(channel, self.topology)
         self.connected = True
+        metrics.BROKER_CONNECTED.set(1)
         log.info("relay_connected")
 
     async def _disconnect(self) -> None:
         self.connected = False
+        metrics.BROKER_CONNECTED.set(0)
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
