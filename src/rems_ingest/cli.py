@@ -315,6 +315,34 @@ def replay(ctx: click.Context, ids: tuple[int, ...], since: datetime | None, sta
     sys.exit(code)
 
 
+@cli.command()
+@click.option("--older-than", "older_than", required=True, type=click.IntRange(min=1), metavar="DAYS", help="Blank raw messages received more than DAYS days ago.")
+@click.option("--dry-run", is_flag=True, help="Count what would be pruned and change nothing.")
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+@click.pass_context
+def prune(ctx: click.Context, older_than: int, dry_run: bool, actor: str) -> None:
+    """PHI retention: blank the raw HL7 (names, birth dates, free text) of old messages. Results,
+    decisions, alerts and duplicate detection stay; such messages can no longer be replayed."""
+    from rems_ingest.adapters.db.repository import Repository
+
+    store, _ = _clinic(ctx)
+    now = datetime.now(timezone.utc)
+    cutoff = (now - timedelta(days=older_than)).isoformat()
+
+    def job(conn: Any) -> int:
+        repo = Repository(conn)
+        n = repo.prune_raw(cutoff, dry_run=dry_run)
+        if not dry_run:
+            repo.audit(now, actor, "prune_raw", None, {"received_before": cutoff, "messages": n})
+        return n
+
+    try:
+        n = asyncio.run(store.write(job))
+    finally:
+        store.close()
+    click.echo(f"{n} message(s) received before {cutoff[:10]} {'would be' if dry_run else 'were'} pruned")
+
+
 @cli.group()
 def db() -> None:
     """Store maintenance."""

@@ -96,3 +96,21 @@ def test_bulk_import_enrolls_a_clinic_all_or_nothing_and_is_safe_to_rerun(tmp_pa
     again = CliRunner().invoke(cli, ["import-patients", str(good)], env=env)
     assert "0 enrolled, 3 already enrolled" in again.output
     assert 3 == len(_db(tmp_path, "SELECT * FROM audit WHERE action = 'enroll' AND actor = 'clinic-lead'"))
+
+
+def test_prune_blanks_old_raw_messages_but_keeps_results_and_duplicate_detection(tmp_path: Path) -> None:
+    asyncio.run(_feed(tmp_path))
+    env = {"REMS_STORE__URL": f"sqlite:///{tmp_path}/rems.db", "REMS_LOG__LEVEL": "WARNING"}
+    with sqlite3.connect(tmp_path / "rems.db") as conn:
+        conn.execute("UPDATE inbound_message SET received_at = '2020-01-01T00:00:00+00:00' WHERE control_id = 'RP-B'")
+    dry = CliRunner().invoke(cli, ["prune", "--older-than", "365", "--dry-run"], env=env)
+    assert "1 message(s)" in dry.output and "would be" in dry.output
+    done = CliRunner().invoke(cli, ["prune", "--older-than", "365", "--actor", "records-office"], env=env)
+    assert 0 == done.exit_code, done.output
+    assert [(0,), (1,)] == sorted(_db(tmp_path, "SELECT length(raw) > 0 FROM inbound_message"))
+    assert 1 == _db(tmp_path, "SELECT count(*) FROM observation o JOIN inbound_message m ON o.message_id = m.id WHERE m.control_id = 'RP-B'")[0][0]
+    assert [("records-office", "prune_raw")] == _db(tmp_path, "SELECT actor, action FROM audit WHERE action = 'prune_raw'")
+    (mid,) = _db(tmp_path, "SELECT id FROM inbound_message WHERE control_id = 'RP-B'")[0]
+    again = CliRunner().invoke(cli, ["replay", "--id", str(mid)], env=env)
+    assert "raw message was pruned" in again.output
+    assert 2 == CliRunner().invoke(cli, ["prune", "--older-than", "0"], env=env).exit_code

@@ -32,6 +32,8 @@ class ReplayService:
         return await self.store.aread(lambda c: Repository(c).messages_for_replay(ids=ids, since=since.isoformat() if since else None, status=status, warned=warned))
 
     async def replay(self, row: Any, actor: str) -> dict[str, Any]:
+        if not row.raw:
+            return {"message_id": row.id, "control_id": row.control_id, "replayed": False, "reason": "raw message was pruned (retention)"}
         text = bytes(row.raw).decode("utf-8", "surrogateescape")
         m = parse_text(text, row.charset, processing_ids=self.ingest.processing_ids, code_map=self.ingest.code_map)
         if m.extraction is None:

@@ -119,6 +119,15 @@ class Repository:
             q = q.where(m.c.ack_detail != "[]")
         return list(self.conn.execute(q))
 
+    def prune_raw(self, before: str, dry_run: bool = False) -> int:
+        """Blank the raw bytes (names, birth dates, free text) of messages received before
+        ``before``; identifiers, observations, decisions and the dedupe key stay."""
+        m = inbound_message
+        where = (m.c.received_at < before) & (func.length(m.c.raw) > 0)
+        if dry_run:
+            return int(self.conn.execute(select(func.count()).select_from(m).where(where)).scalar_one())
+        return int(self.conn.execute(update(m).where(where).values(raw=b"")).rowcount)
+
     def observation_count(self, message_id: int) -> int:
         return int(self.conn.execute(select(func.count()).select_from(observation).where(observation.c.message_id == message_id)).scalar_one())
 
