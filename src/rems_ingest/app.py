@@ -93,9 +93,10 @@ class Daemon:
             application=s.mllp.application,
             facility=s.mllp.facility,
         )
+        self.ingest.on_alerts = self.relay.wake
         self.clinic = ClinicService(self.store, self.policy, timezone=s.rules.timezone, on_alerts=self.relay.wake)
         self.server = MllpServer(
-            _Waking(self.ingest, self.relay),
+            self.ingest,
             host=s.mllp.host,
             port=s.mllp.port,
             limits=Limits(s.mllp.max_frame_bytes, s.mllp.max_connections, s.mllp.idle_timeout_seconds, s.mllp.frame_timeout_seconds, s.mllp.allow),
@@ -185,21 +186,6 @@ class Daemon:
             await self.shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-
-
-class _Waking:
-    """Wake the relay as soon as a committed message may have written alerts."""
-
-    def __init__(self, ingest: IngestService, relay: OutboxRelay) -> None:
-        self.ingest, self.relay = ingest, relay
-
-    async def handle_frame(self, payload: bytes, peer: str) -> bytes | list[bytes] | None:
-        reply = await self.ingest.handle_frame(payload, peer)
-        self.relay.wake()
-        return reply
-
-    def reject_oversize(self, head: bytes) -> bytes | None:
-        return self.ingest.reject_oversize(head)
 
 
 def utcnow() -> datetime:

@@ -73,6 +73,7 @@ class IngestService:
     application: str = "REMS_INGEST"
     facility: str = ""
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    on_alerts: Callable[[], None] = lambda: None  # wake the outbox relay (only when alerts were written)
 
     def __post_init__(self) -> None:
         self._seq = 0
@@ -139,6 +140,8 @@ class IngestService:
                 result = IngestResult(err.ack_code)
                 result.errors = [dict(code=err.err_code, text=err.err_text, location="", severity="E", message=err.text)]
             code = result.ack_code
+            if result.alerts and not result.duplicate:
+                self.on_alerts()
             errors = [ErrDetail(**x) for x in result.errors]
             text = "; ".join(x.message for x in errors if x.severity == "E")
         ack: str | None = build_ack(h, code, control_id=self._control_id(), now=now, text=text, errors=errors, application=self.application, facility=self.facility)
