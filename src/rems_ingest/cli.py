@@ -496,12 +496,12 @@ def demo(ctx: click.Context, amqp_url: str | None) -> None:
         s.store.url = f"sqlite:///{tmp}/demo.db"  # type: ignore[assignment]
         s.mllp.port = 0
         s.http.port = 0
-        s.log.level = "WARNING"
+        s.log.level = "ERROR"
         if amqp_url:
             s.amqp.url = amqp_url  # type: ignore[assignment]
         from rems_ingest.observability.logging import configure
 
-        configure(s.log.format, "WARNING")
+        configure(s.log.format, "ERROR")  # the output is the walk-through, not daemon chatter
         asyncio.run(run_demo(s, click.echo))
 
 

@@ -1,0 +1,24 @@
+"""``rems-ingest demo``: a newcomer sees the whole product in one command (issue #6)."""
+
+from __future__ import annotations
+
+import re
+
+from click.testing import CliRunner
+
+from rems_ingest.cli import cli
+
+
+def test_demo_prints_the_seed_walk_through_decisions_and_alerts() -> None:
+    r = CliRunner().invoke(cli, ["demo"], env={"REMS_AMQP__URL": ""})
+    assert 0 == r.exit_code, r.output
+    out = r.output
+    gp = out[out.index("== DEMO-GP"):out.index("== DEMO-BEN")]
+    ben = out[out.index("== DEMO-BEN"):out.index("== alerts")]
+    assert [("1400", "mild", "yes"), ("900", "moderate", "NO"), ("450", "severe", "NO")] == re.findall(r"ANC\s+(\d+)/uL.*?category=(\w+).*?dispense=(\w+)", gp)
+    assert [("1400", "normal", "yes"), ("900", "ben_neutropenia", "yes"), ("450", "severe", "NO")] == re.findall(r"ANC\s+(\d+)/uL.*?category=(\w+).*?dispense=(\w+)", ben)
+    assert all(line.split()[3].startswith("MSA|AA|") for line in (gp + ben).splitlines() if " ANC " in line)
+    alerts = out[out.index("== alerts"):]
+    for kind in ("therapy.interrupt", "therapy.emergency", "pharmacy.hold", "monitoring.confirm_repeat"):
+        assert kind in alerts
+    assert '"level": "warning"' not in out  # the walk-through, not daemon chatter
