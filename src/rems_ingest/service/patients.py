@@ -96,6 +96,7 @@ def apply_event(
         new_state = decision.state
         new_alerts = list(decision.alerts)
         explanation = decision.explanation
+        action, frequency = decision.action, decision.frequency
         last = skey
     else:
         if repo.event(row.pk, event.key) == event:
@@ -118,6 +119,7 @@ def apply_event(
         new_alerts += rules.pharmacy_after_refold(policy, row.state, folded.state, new_alerts, event)
         new_state = folded.state
         explanation = "history re-folded"
+        action, frequency = rules.action_of(new_state), rules.frequency_of(new_state)
         if removal:
             repo.delete_event(row.pk, event.key)
         else:
@@ -131,21 +133,22 @@ def apply_event(
     rows = [outbox_row(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
     repo.add_alerts(rows)
     repo.save_patient(row.pk, new_state, version, last, stamp, **(extra or {}))
+    alert_ids = [r["alert_id"] for r in rows]
     if new_state.enrolled or row.state.enrolled:  # the audit trail of every decision (issue #4)
         repo.audit_decision(stamp, row.pk, {
             "event": event.key[:200],
             "type": type(event).__name__,
             "category": new_state.latest.category.value if new_state.latest else None,
-            "action": rules.action_of(new_state),
+            "action": action,
             "treatment": new_state.treatment.value,
-            "frequency": rules.frequency_of(new_state).value,
+            "frequency": frequency.value,
             "next_due": new_state.next_due,
             "why": explanation,
             "rules_profile": policy.label,
             "state_version": version,
-            "alerts": [r["alert_id"] for r in rows],
+            "alerts": alert_ids,
         })
-    return Applied(row, new_state, version, [r["alert_id"] for r in rows], True, explanation, [r["kind"] for r in rows])
+    return Applied(row, new_state, version, alert_ids, True, explanation, [r["kind"] for r in rows])
 
 
 def tick(repo: Repository, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[tuple[str, str]]:
