@@ -83,6 +83,9 @@ class CodeMap:
     """LOINC plus site-configured local codes."""
 
     local: dict[str, Role] = field(default_factory=lambda: dict(DEFAULT_LOCAL_CODES))
+    # classify() by raw OBX-3 text: a feed repeats a few dozen codes, and every CBC carries
+    # ~10 OBX (extract_segments fills it; bounded, emptied when full)
+    memo: dict[tuple[str, object], tuple[Role | None, str, str, str]] = field(default_factory=dict, compare=False, repr=False)
 
     def classify(self, comps: list[str]) -> tuple[Role | None, str, str, str]:
         """(role, code, coding system, label) from OBX-3's two CE triplets (LOINC may sit in either)."""

@@ -197,10 +197,15 @@ def _patient(pid: SegmentView, d: Delimiters) -> tuple[PatientKey | None, str]:
     return PatientKey(ident, authority), ""
 
 
-def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeMap | None = None) -> Extraction:
-    """Core of extraction over any tokenizer's segments (fast path or python-hl7 reference)."""
-    cm = code_map or CodeMap()
-    header = read_header(segs[0], d)
+_MEMO_MAX = 4096
+_DEFAULT_CODES = CodeMap()
+
+
+def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeMap | None = None, header: Header | None = None) -> Extraction:
+    """Core of extraction over any tokenizer's segments (fast path or python-hl7 reference);
+    ``header``: MSH already read from ``segs[0]`` by the caller."""
+    cm = code_map or _DEFAULT_CODES
+    header = header or read_header(segs[0], d)
     observations: list[Observation] = []
     issues: list[Issue] = []
     patient: PatientKey | None = None
@@ -227,10 +232,17 @@ def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeM
             if group is None:  # OBX without an OBR (or after SPM in some feeds): keep it, key on MSH-10
                 obr_count += 1
                 group = _Group(patient, patient_issue, "", "", "", obr_count)
-            comps = [unescape(c, d) for c in seg[3].split(d.repetition)[0].split(d.component)]
-            # a bare '&' in a label splits sub-components: read the text back leniently
-            comps = [c.replace(d.subcomponent, "&") for c in comps]
-            role, code, system, label = cm.classify(comps)
+            obx3 = seg[3]
+            known = cm.memo.get((obx3, d))
+            if known is None:
+                comps = [unescape(c, d) for c in obx3.split(d.repetition)[0].split(d.component)]
+                # a bare '&' in a label splits sub-components: read the text back leniently
+                comps = [c.replace(d.subcomponent, "&") for c in comps]
+                known = cm.classify(comps)
+                if len(cm.memo) >= _MEMO_MAX:
+                    cm.memo.clear()
+                cm.memo[(obx3, d)] = known
+            role, code, system, label = known
             if role is None:
                 continue
             group.rows.append(

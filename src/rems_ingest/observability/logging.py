@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 
 _REDACT = ("raw", "message_text", "payload", "name", "dob")
@@ -22,6 +23,11 @@ def _redact(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
     return event
 
 
+def _dumps(event: dict[str, object], **_: object) -> str:
+    """One log line per message is on the hot path: orjson, with str() for anything exotic."""
+    return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def configure(fmt: str = "json", level: str = "INFO") -> None:
     shared = [
         structlog.contextvars.merge_contextvars,
@@ -29,7 +35,7 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    renderer = structlog.processors.JSONRenderer(serializer=_dumps) if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),

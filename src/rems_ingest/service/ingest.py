@@ -177,10 +177,6 @@ class IngestService:
         h, ex = m.header, m.extraction
         assert h is not None and ex is not None
         dkey = dedupe_key(h, m.text)
-        found = repo.find_message(dkey)
-        if found is not None:
-            return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
-        result, obs_rows = self.apply_message(repo, m, dkey, now)
         msg_id = repo.insert_message(
             dedupe_key=dkey,
             sending_app=h.sending_app[:200],
@@ -189,10 +185,16 @@ class IngestService:
             received_at=now.isoformat(),
             status="PROCESSED" if ex.observations else "FILTERED",
             ack_code="AA",
-            ack_detail=json.dumps(result.errors),
+            ack_detail="[]",
             charset=m.charset,
             raw=m.text.encode("utf-8", "surrogateescape"),
         )
+        if msg_id is None:  # a resend: answer what was answered then, change nothing
+            found = repo.find_message(dkey)
+            return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
+        result, obs_rows = self.apply_message(repo, m, dkey, now)
+        if result.errors:
+            repo.set_ack_detail(msg_id, json.dumps(result.errors))
         repo.insert_observations([{**r, "message_id": msg_id} for r in obs_rows])
         return result
 

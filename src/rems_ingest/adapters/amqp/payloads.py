@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import orjson
 from datetime import datetime
 from typing import Any
 
@@ -58,4 +58,5 @@ def alert_payload(
 
 
 def encode(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+    """Compact, key-sorted JSON (stable bytes for the same alert); UTF-8, not \\u-escaped."""
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()

@@ -1,10 +1,16 @@
-"""Core values <-> JSON-safe dicts for the store (Decimal and dates as strings, enums by value)."""
+"""Core values <-> JSON for the store (Decimal and dates as strings, enums by value).
+
+Encoding runs on every message (state, event, alerts), so it uses orjson, which walks the
+frozen dataclasses natively; ``_plain`` is the readable definition of the same mapping and the
+tests hold the two equal (tests/unit/adapters/test_codec.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
+
+import orjson
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -33,6 +39,22 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (tuple, list)):
         return [_plain(x) for x in v]
     return v
+
+
+def _default(v: Any) -> Any:
+    """What orjson is not asked to encode itself: Decimal (its exact text) and dates/times
+    (``isoformat``: orjson drops the seconds of an offset such as LMT's -00:16:08)."""
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    raise TypeError(f"not JSON-encodable: {type(v).__name__}")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON of core values, equal to ``json.dumps(_plain(value), separators=(",", ":"),
+    ensure_ascii=False)``."""
+    return orjson.dumps(value, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
 def _typed(tp: Any, v: Any) -> Any:
@@ -88,7 +110,7 @@ def _remember(text: str, state: model.PatientState) -> None:
 
 
 def dump_state(state: model.PatientState) -> str:
-    text = json.dumps(_plain(state), separators=(",", ":"))
+    text = dumps(state)
     _remember(text, state)
     return text
 
@@ -98,23 +120,23 @@ def load_state(text: str | None) -> model.PatientState:
         return model.PatientState()
     state = _STATE_CACHE.get(text)
     if state is None:
-        state = _from(model.PatientState, json.loads(text))
+        state = _from(model.PatientState, orjson.loads(text))
         _remember(text, state)
     return state
 
 
 def dump_event(event: model.Event) -> str:
-    return json.dumps({"t": _TYPE_NAMES[type(event)], **_plain(event)}, separators=(",", ":"))
+    return '{"t":"' + _TYPE_NAMES[type(event)] + '",' + dumps(event)[1:]
 
 
 def load_event(text: str) -> model.Event:
-    data = json.loads(text)
+    data = orjson.loads(text)
     return _from(_EVENT_TYPES[data.pop("t")], data)  # type: ignore[no-any-return]
 
 
 def dump_alert(alert: model.Alert) -> str:
-    return json.dumps(_plain(alert), separators=(",", ":"))
+    return dumps(alert)
 
 
 def load_alert(text: str) -> model.Alert:
-    return _from(model.Alert, json.loads(text))  # type: ignore[no-any-return]
+    return _from(model.Alert, orjson.loads(text))  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Sequence
 
+import orjson
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
@@ -44,8 +45,10 @@ _SQL = {
     "find_message": "SELECT ack_code, ack_detail FROM inbound_message WHERE dedupe_key = :k",
     "insert_message": (
         "INSERT INTO inbound_message (dedupe_key, sending_app, sending_facility, control_id, received_at, status, ack_code, ack_detail, charset, raw) "
-        "VALUES (:dedupe_key, :sending_app, :sending_facility, :control_id, :received_at, :status, :ack_code, :ack_detail, :charset, :raw) RETURNING id"
+        "VALUES (:dedupe_key, :sending_app, :sending_facility, :control_id, :received_at, :status, :ack_code, :ack_detail, :charset, :raw) "
+        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
     ),
+    "set_ack_detail": "UPDATE inbound_message SET ack_detail = :detail WHERE id = :id",
     "insert_observation": (
         "INSERT INTO observation (message_id, patient_pk, result_key, anc_per_ul, status, observed_at, code, code_system, original_value, original_unit, derived, censored) "
         "VALUES (:message_id, :patient_pk, :result_key, :anc_per_ul, :status, :observed_at, :code, :code_system, :original_value, :original_unit, :derived, :censored)"
@@ -99,8 +102,14 @@ class Repository:
         row = self._raw("find_message", {"k": dedupe_key}).fetchone()
         return _MessageRow(*row) if row else None
 
-    def insert_message(self, **values: Any) -> int:
-        return int(self._raw("insert_message", values).fetchone()[0])
+    def insert_message(self, **values: Any) -> int | None:
+        """The new row's id, or None when a message with this dedupe key is already stored
+        (one statement decides both: the hot path has no separate lookup)."""
+        row = self._raw("insert_message", values).fetchone()
+        return int(row[0]) if row else None
+
+    def set_ack_detail(self, message_id: int, detail: str) -> None:
+        self._raw("set_ack_detail", {"id": message_id, "detail": detail})
 
     def insert_observations(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -302,7 +311,7 @@ class Repository:
 
     def audit_decision(self, at: str, patient_pk: int, detail: dict[str, Any]) -> None:
         """One row per rules decision (hot path: the driver cursor)."""
-        self._raw("audit", {"at": at, "actor": "rules", "action": "decision", "patient_pk": patient_pk, "detail": json.dumps(detail, separators=(",", ":"), default=str)})
+        self._raw("audit", {"at": at, "actor": "rules", "action": "decision", "patient_pk": patient_pk, "detail": orjson.dumps(detail, default=str).decode()})
 
     def audit(self, at: datetime, actor: str, action: str, patient_pk: int | None, detail: dict[str, Any]) -> None:
         self.conn.execute(insert(audit).values(at=at.isoformat(), actor=actor, action=action, patient_pk=patient_pk, detail=json.dumps(detail, default=str)))

@@ -115,8 +115,9 @@ class MllpServer:
             if frame_started is not None:
                 timeout = min(timeout, max(0.0, frame_started + self.limits.frame_timeout - time.monotonic()))
             try:
-                data = await asyncio.wait_for(reader.read(65536), timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout):  # no extra task per read, unlike wait_for
+                    data = await reader.read(65536)
+            except TimeoutError:
                 reason = "frame_timeout" if frame_started is not None else "idle_timeout"
                 metrics.LIMIT_HITS.labels(reason).inc()
                 log.info("mllp_connection_closed", reason=reason)
