@@ -84,6 +84,19 @@ async def test_resend_gets_the_same_ack_and_changes_nothing(daemon: Daemon) -> N
     assert 2 == count(daemon, observation)
 
 
+async def test_resend_of_a_message_acked_with_warnings_gets_the_same_warnings(daemon: Daemon) -> None:
+    raw = next(e for e in TABLE if e.file == "oru_251_unknown_unit.hl7").raw
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        first = [s for s in segments(await c.send(raw)) if s[0] in ("MSA", "ERR")]
+        second = [s for s in segments(await c.send(raw)) if s[0] in ("MSA", "ERR")]
+
+    errs = lambda segs: [(s[3], s[4], s[8]) for s in segs if s[0] == "ERR"]  # noqa: E731
+    assert errs(first) and errs(first) == errs(second)
+    assert first[0][1] == second[0][1] == "AA"
+    assert 1 == count(daemon, inbound_message)
+    assert 1 == count(daemon, outbox, outbox.c.kind == "data.quality")
+
+
 async def test_same_control_id_with_different_content_is_a_new_message(daemon: Daemon) -> None:
     raw = next(e for e in TABLE if e.file == "oru_251_anc_normal.hl7").raw
     other = raw.replace(b"|2.1|", b"|2.2|")
