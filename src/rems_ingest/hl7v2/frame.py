@@ -9,7 +9,7 @@ from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.decode import DEFAULT_MAX_SEGMENTS, decode
 from rems_ingest.hl7v2.errors import Hl7Error, Unparseable
 from rems_ingest.hl7v2.extract import Extraction, Header, check_header, extract, extract_segments, read_header, split_messages
-from rems_ingest.hl7v2.message import Segment, delimiters_of, segments
+from rems_ingest.hl7v2.message import delimiters_of, segments
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,23 +63,19 @@ def parse_text(
     extractor: Callable[[str, CodeMap | None], Extraction] = extract,
 ) -> ParsedMessage:
     """One decoded message (live traffic, or a stored one being replayed); never raises."""
-    segs: list[Segment] = []
-    if extractor is extract:  # the hot path tokenizes once and reads MSH once
-        try:
-            d = delimiters_of(text)
-            segs = segments(text, d)
-            header = read_header(segs[0], d) if segs else None
-        except Hl7Error:
-            header = None
-    else:
-        header = _header_only(text)
+    try:  # tokenized once: the header comes from the same segments the fast extractor reads
+        d = delimiters_of(text)
+        segs = segments(text, d)
+        header = read_header(segs[0], d) if segs else None
+    except Hl7Error:
+        header = None
     if header is None:
         return ParsedMessage(text, charset, None, error=Unparseable("invalid or missing MSH segment", "MSH^1"))
     if header.message_type == "ACK":
         return ParsedMessage(text, charset, header, is_ack=True)
     try:
         check_header(header, processing_ids)
-        extraction = extract_segments(segs, header.delimiters, code_map, header) if segs else extractor(text, code_map)
+        extraction = extract_segments(segs, header.delimiters, code_map, header) if extractor is extract else extractor(text, code_map)
     except Hl7Error as exc:
         return ParsedMessage(text, charset, header, error=exc)
     except (RecursionError, ValueError, IndexError, ArithmeticError) as exc:
