@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Any, Awaitable, Callable
@@ -77,7 +78,7 @@ def build_app(clinic: ClinicService, ready: Callable[[], dict[str, Any]], reload
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        checks = ready()
+        checks = await asyncio.to_thread(ready)  # store reads off the event loop: a slow store must not stall MLLP
         return web.json_response(checks, status=200 if checks["ready"] else 503)
 
     async def metrics_view(_: web.Request) -> web.Response:
