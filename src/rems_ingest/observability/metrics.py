@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -23,3 +27,36 @@ BROKER_CONNECTED = Gauge("rems_broker_connected", "1 while the relay holds a con
 OPEN_CONNECTIONS = Gauge("rems_mllp_open_connections", "Open MLLP connections", registry=REGISTRY)
 LIMIT_HITS = Counter("rems_limit_hits_total", "Limits hit, by limit", ["limit"], registry=REGISTRY)
 STORE_FAILURES = Counter("rems_store_failures_total", "Transactions that failed (answered AE)", registry=REGISTRY)
+
+
+# ---------------------------------------------------------------- counting inside a transaction
+
+_pending = threading.local()
+
+
+def count(counter: Counter, *labels: str) -> None:
+    """Increment ``counter`` now or, inside a store transaction, when that transaction commits.
+
+    A group commit that fails is re-run one job at a time, and a deadlocked transaction is
+    retried: counting at commit means what was written is counted once, and what was rolled
+    back not at all."""
+    child = counter.labels(*labels) if labels else counter
+    buffer = getattr(_pending, "buffer", None)
+    if buffer is None:
+        child.inc()
+    else:
+        buffer.append(child)
+
+
+@contextmanager
+def counted_on_commit() -> Iterator[None]:
+    """Wrap a transaction (its commit included): ``count`` calls inside it take effect only if
+    the block finishes without an exception."""
+    outer = getattr(_pending, "buffer", None)
+    _pending.buffer = buffer = []
+    try:
+        yield
+    finally:
+        _pending.buffer = outer
+    for child in buffer:
+        child.inc()

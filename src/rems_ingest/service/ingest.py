@@ -234,14 +234,14 @@ class IngestService:
                 applied = apply_event(repo, policy, obs.patient, event, cause=cause, now=now, row=row)
             except CoreError as exc:
                 quality.append((obs.patient, 102, "OBX", str(exc)))
-                metrics.OBSERVATIONS.labels("rejected").inc()
+                metrics.count(metrics.OBSERVATIONS, "rejected")
                 continue
             # results for patients nobody enrolled are kept (as possible baselines) and counted
-            metrics.OBSERVATIONS.labels("stored" if applied.state.enrolled else "stored_not_enrolled").inc()
+            metrics.count(metrics.OBSERVATIONS, "stored" if applied.state.enrolled else "stored_not_enrolled")
             alerts += len(applied.alerts)
             refs.append(patient_ref(obs.patient))
         for n, (pkey, code, location, reason) in enumerate(quality):
-            metrics.OBSERVATIONS.labels("data_quality").inc()
+            metrics.count(metrics.OBSERVATIONS, "data_quality")
             row = repo.patient(pkey, create=False, lock=False) if pkey else None
             alert = Alert(AlertKind.DATA_QUALITY, f"dq:{dkey[:24]}:{n}", now.date(), Severity.NORMAL, reason, (("hl7_error_code", str(code)), ("location", location)))
             repo.add_alerts([outbox_row(pkey or PatientKey(""), row.pk if row else None, alert, row.state if row else None, row.version if row else 0, cause, policy, now)])

@@ -53,7 +53,7 @@ def outbox_row(patient: PatientKey, pk: int | None, alert: Alert, state: Patient
 
     aid = alert_id(patient, alert.kind.value, alert.cause)
     body = alert_payload(alert_id=aid, patient=patient, alert=alert, state=state, state_version=version, cause=cause, rules_profile=policy.label, created_at=now)
-    metrics.ALERTS.labels(alert.kind.value).inc()
+    metrics.count(metrics.ALERTS, alert.kind.value)
     return dict(
         alert_id=aid,
         patient_pk=pk,

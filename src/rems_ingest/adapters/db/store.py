@@ -22,6 +22,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from rems_ingest.observability import metrics
+
 
 T = TypeVar("T")
 log = structlog.get_logger("rems_ingest.store")
@@ -210,7 +212,7 @@ class Store:
             self._held = self._writer.connect()
         conn = self._held
         try:
-            with conn.begin():
+            with metrics.counted_on_commit(), conn.begin():
                 yield conn
         except DBAPIError:
             self._drop_held()

@@ -1,0 +1,56 @@
+"""Group commit: one failing job does not fail the others, and what they count is counted once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from rems_ingest.adapters.db.store import Store
+from rems_ingest.observability import metrics
+
+
+def stored(conn) -> int:  # type: ignore[no-untyped-def]
+    return int(conn.execute(text("SELECT count(*) FROM audit WHERE actor = 'group-test'")).scalar_one())
+
+
+async def test_a_failing_job_in_a_group_leaves_the_others_committed_and_counted_once(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/group.db")
+    store.migrate()
+    store.start()
+    gate = threading.Event()
+    counter = metrics.OBSERVATIONS.labels("stored")
+    before = counter._value.get()
+
+    def blocker(conn) -> None:  # type: ignore[no-untyped-def]
+        gate.wait(10)  # holds the writer so the next jobs queue up and share one group
+
+    def good(n: int):  # type: ignore[no-untyped-def]
+        def job(conn) -> int:  # type: ignore[no-untyped-def]
+            conn.execute(text("INSERT INTO audit (at, actor, action, patient_pk, detail) VALUES ('t', 'group-test', 'x', NULL, :n)"), {"n": str(n)})
+            metrics.count(metrics.OBSERVATIONS, "stored")
+            return n
+        return job
+
+    def bad(conn) -> None:  # type: ignore[no-untyped-def]
+        metrics.count(metrics.OBSERVATIONS, "stored")
+        raise ValueError("this job fails")
+
+    try:
+        first = asyncio.ensure_future(store.write(blocker))
+        await asyncio.sleep(0.1)
+        jobs = [asyncio.ensure_future(store.write(good(n))) for n in range(5)] + [asyncio.ensure_future(store.write(bad))]
+        await asyncio.sleep(0.1)
+        gate.set()
+        await first
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+
+        assert [0, 1, 2, 3, 4] == results[:5]
+        assert isinstance(results[5], ValueError)
+        assert 5 == store.read(stored)
+        assert 5 == counter._value.get() - before  # the failed group's attempt counted nothing
+    finally:
+        store.close()
