@@ -21,18 +21,27 @@ pytestmark = pytest.mark.rabbitmq
 START = date(2026, 3, 2)
 
 
-async def drain(url: str, queue: str, expect: int, timeout: float = 20) -> list[dict[str, Any]]:
-    """Consume (manual ack) until ``expect`` distinct alerts arrived or the timeout passed."""
+async def drain(url: str, queue: str, expect: int, timeout: float = 20, quiet: float = 0.5) -> list[dict[str, Any]]:
+    """Consume (manual ack) until ``expect`` distinct alerts arrived or the timeout passed, then
+    until the queue has stayed empty for ``quiet`` seconds: an unexpected extra alert is returned
+    too, so the callers' exact comparisons catch it."""
     conn = await aio_pika.connect(url)
     ch = await conn.channel()
     q = await ch.get_queue(queue)
     seen: dict[str, dict[str, Any]] = {}
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len(seen) < expect and asyncio.get_running_loop().time() < deadline:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    quiet_until = None
+    while loop.time() < deadline:
         msg = await q.get(fail=False)
         if msg is None:
+            if len(seen) >= expect:
+                quiet_until = quiet_until or loop.time() + quiet
+                if loop.time() >= quiet_until:
+                    break
             await asyncio.sleep(0.1)
             continue
+        quiet_until = None
         body = json.loads(msg.body)
         assert msg.message_id == body["alert_id"] == msg.headers["x-alert-id"]
         assert msg.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
