@@ -54,3 +54,45 @@ async def test_a_failing_job_in_a_group_leaves_the_others_committed_and_counted_
         assert 5 == counter._value.get() - before  # the failed group's attempt counted nothing
     finally:
         store.close()
+
+
+def audits(conn, marker: str) -> int:  # type: ignore[no-untyped-def]
+    return int(conn.execute(text("SELECT count(*) FROM audit WHERE detail LIKE :m"), {"m": f"%{marker}%"}).scalar_one())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path: Path):  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path}/wb.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    s = Store(url)
+    s.migrate()
+    s.start()
+    yield s
+    s.close()
+
+
+async def test_write_behind_rows_are_visible_to_later_reads_in_the_same_transaction_and_committed(store: Store) -> None:
+    from rems_ingest.adapters.db.repository import Repository
+
+    def job(conn) -> int:  # type: ignore[no-untyped-def]
+        Repository(conn).audit_decision("2026-01-01T00:00:00+00:00", None, {"marker": "wb-visible"})  # type: ignore[arg-type]
+        return audits(conn, "wb-visible")  # a SQLAlchemy read flushes the deferred row first
+
+    assert 1 == await store.write(job)
+    assert 1 == store.read(lambda c: audits(c, "wb-visible"))
+
+
+async def test_write_behind_rows_of_a_failed_transaction_never_reach_a_later_one(store: Store) -> None:
+    from rems_ingest.adapters.db.repository import Repository
+
+    def failing(conn) -> None:  # type: ignore[no-untyped-def]
+        Repository(conn).audit_decision("2026-01-01T00:00:00+00:00", None, {"marker": "wb-rolled-back"})  # type: ignore[arg-type]
+        raise ValueError("the message's transaction fails after its audit row was deferred")
+
+    def later(conn) -> None:  # type: ignore[no-untyped-def]
+        Repository(conn).audit_decision("2026-01-01T00:00:00+00:00", None, {"marker": "wb-later"})  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError):
+        await store.write(failing)
+    await store.write(later)
+
+    assert (0, 1) == (store.read(lambda c: audits(c, "wb-rolled-back")), store.read(lambda c: audits(c, "wb-later")))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Sequence
 
 import orjson
-from sqlalchemy import delete, func, insert, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import delete, event, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
 
 from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient, patient_event
@@ -76,6 +77,52 @@ _PG_SQL["patient_lock"] = _PG_SQL["patient"] + " FOR UPDATE"  # per-patient seri
 _SQL["patient_lock"] = _SQL["patient"]  # SQLite: the single writer already serializes
 
 
+# Write-behind for rows the hot path never reads back inside the transaction that writes them
+# (observations, decision audits, outbox alerts): they are kept on the connection and sent with one executemany per group
+# — before any other SQLAlchemy statement runs on that connection (which might read them) and
+# before COMMIT — instead of one statement each. On PostgreSQL that is a network round trip each.
+# Only engines that carry the flushing hooks defer; any other connection writes at once.
+_DEFERRED = "rems_deferred_rows"
+_DEFERRING: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def enable_deferred_writes(engine: Engine) -> None:
+    """Install the hooks that flush deferred rows (before each statement and at commit) and
+    drop them on rollback — and at BEGIN, ahead of every other hook, so rows left by a transaction
+    that died without a rollback event can never land in the next one."""
+
+    @event.listens_for(engine, "begin", insert=True)
+    def _on_begin(conn: Connection) -> None:
+        conn.info.pop(_DEFERRED, None)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_statement(conn: Connection, *_: Any) -> None:
+        flush_deferred(conn)
+
+    @event.listens_for(engine, "commit")
+    def _before_commit(conn: Connection) -> None:
+        flush_deferred(conn)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Connection) -> None:
+        conn.info.pop(_DEFERRED, None)
+
+    _DEFERRING.add(engine)
+
+
+def flush_deferred(conn: Connection) -> None:
+    pending: dict[str, list[dict[str, Any]]] | None = conn.info.pop(_DEFERRED, None)
+    if not pending:
+        return
+    sql = _PG_SQL if conn.dialect.name == "postgresql" else _SQL
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for name, rows in pending.items():
+            cursor.executemany(sql[name], rows)
+    finally:
+        cursor.close()
+
+
 @dataclass
 class _MessageRow:
     ack_code: str
@@ -88,6 +135,13 @@ class Repository:
         self.pg = conn.dialect.name == "postgresql"
         self._sql = _PG_SQL if self.pg else _SQL
         self._cursor: Any = None
+        self._defer = conn.engine in _DEFERRING
+
+    def _write_behind(self, name: str, params: dict[str, Any]) -> None:
+        if self._defer:
+            self.conn.info.setdefault(_DEFERRED, {}).setdefault(name, []).append(params)
+        else:
+            self._raw(name, params)
 
     def _raw(self, name: str, params: dict[str, Any]) -> Any:
         """Run a hot statement on the DBAPI cursor of this (already begun) transaction."""
@@ -113,7 +167,7 @@ class Repository:
 
     def insert_observations(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
-            self._raw("insert_observation", r)
+            self._write_behind("insert_observation", r)
 
     def messages_for_replay(self, *, ids: Sequence[int] = (), since: str | None = None, status: str | None = None, warned: bool = False, limit: int = 10_000) -> list[Any]:
         m = inbound_message
@@ -241,8 +295,8 @@ class Repository:
         return [(r.alert_id, codec.load_alert(r.alert)) for r in rows]
 
     def add_alerts(self, rows: Sequence[dict[str, Any]]) -> None:
-        for row in rows:  # one by one: executemany with ON CONFLICT is not portable
-            self._raw("add_alert", row)
+        for row in rows:  # write-behind keeps their order: outbox ids still follow creation
+            self._write_behind("add_alert", row)
 
     def _lock_in_id_order(self, where: Any) -> None:
         """Ingest (withdraw) and relays (mark published/failed) update overlapping outbox rows:
@@ -311,7 +365,7 @@ class Repository:
 
     def audit_decision(self, at: str, patient_pk: int, detail: dict[str, Any]) -> None:
         """One row per rules decision (hot path: the driver cursor)."""
-        self._raw("audit", {"at": at, "actor": "rules", "action": "decision", "patient_pk": patient_pk, "detail": orjson.dumps(detail, default=str).decode()})
+        self._write_behind("audit", {"at": at, "actor": "rules", "action": "decision", "patient_pk": patient_pk, "detail": orjson.dumps(detail, default=str).decode()})
 
     def audit(self, at: datetime, actor: str, action: str, patient_pk: int | None, detail: dict[str, Any]) -> None:
         self.conn.execute(insert(audit).values(at=at.isoformat(), actor=actor, action=action, patient_pk=patient_pk, detail=json.dumps(detail, default=str)))

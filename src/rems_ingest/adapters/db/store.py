@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from rems_ingest.adapters.db.repository import enable_deferred_writes
 from rems_ingest.observability import metrics
 
 
@@ -86,10 +87,13 @@ def make_engine(url: str, *, writer: bool) -> Engine:
         def _begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_size=2 if writer else 5, max_overflow=0 if writer else 10, pool_pre_ping=True)
+    else:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        engine = create_engine(url, pool_size=2 if writer else 5, max_overflow=0 if writer else 10, pool_pre_ping=True)
+    if writer:
+        enable_deferred_writes(engine)
+    return engine
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
