@@ -217,3 +217,28 @@ async def test_pharmacy_hold_then_release_end_to_end(pipeline, rabbitmq_url: str
     assert (False, "TREATMENT_HELD_HEME") == (no["authorized"], no["code"])
     assert {"pharmacy.release", "therapy.resume_eligible"} == {b["kind"] for b in back}
     assert (True, 7) == (yes["authorized"], yes["max_days_supply"])
+
+
+async def test_an_alert_the_broker_returns_as_unroutable_stays_in_the_outbox_for_retry(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+
+    from rems_ingest.adapters.db.repository import Repository
+    from rems_ingest.adapters.db.schema import outbox
+
+    d, topo = pipeline
+    await wait_connected(d)
+    now = datetime.now(timezone.utc).isoformat()
+    row = dict(alert_id="unroutable-1", patient_pk=None, kind="x.test", cause="test", alert="{}", routing_key="nowhere.bound", payload="{}",
+               state_version=0, created_at=now, withdrawn=False, attempts=0, next_attempt_at=now)
+    await d.store.write(lambda c: Repository(c).add_alerts([row]))
+    d.relay.wake()
+    for _ in range(100):
+        attempts, published = d.store.read(lambda c: c.execute(select(outbox.c.attempts, outbox.c.published_at).where(outbox.c.alert_id == "unroutable-1")).one())
+        if attempts:
+            break
+        await asyncio.sleep(0.1)
+
+    assert (1, None) == (attempts, published)  # returned by the broker: not marked sent, retried later
+    assert d.relay.connected  # a return is not a broken connection
