@@ -96,3 +96,24 @@ async def test_write_behind_rows_of_a_failed_transaction_never_reach_a_later_one
     await store.write(later)
 
     assert (0, 1) == (store.read(lambda c: audits(c, "wb-rolled-back")), store.read(lambda c: audits(c, "wb-later")))
+
+
+async def test_only_a_group_of_bookkeeping_jobs_commits_without_fsync_and_full_sync_comes_back(tmp_path: Path) -> None:
+    """The relay's lease/mark jobs may skip the fsync; a message's transaction never may."""
+    store = Store(f"sqlite:///{tmp_path}/sync.db")
+    store.migrate()
+    store.start()
+    sync = lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar_one()  # noqa: E731  2 = FULL, 1 = NORMAL
+    gate = threading.Event()
+    try:
+        assert 1 == await store.write(sync, durable=False)
+        assert 2 == await store.write(sync)  # restored for the next (message) transaction
+        first = asyncio.ensure_future(store.write(lambda c: gate.wait(10), durable=False))
+        await asyncio.sleep(0.1)
+        mixed = [asyncio.ensure_future(store.write(sync, durable=False)), asyncio.ensure_future(store.write(sync))]
+        await asyncio.sleep(0.1)
+        gate.set()
+        await first
+        assert [2, 2] == await asyncio.gather(*mixed)  # one group holding a message job: full fsync for all
+    finally:
+        store.close()

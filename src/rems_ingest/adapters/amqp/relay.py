@@ -133,7 +133,7 @@ class OutboxRelay:
         """Claim one batch and publish it; raises on a broken connection (rows stay pending)."""
         now = self.clock()
         lease = (now + timedelta(seconds=self.lease_seconds)).isoformat()
-        rows = await self.store.write(lambda c: Repository(c).claim(self.batch, now.isoformat(), lease))
+        rows = await self.store.write(lambda c: Repository(c).claim(self.batch, now.isoformat(), lease), durable=False)
         if not rows or time.monotonic() - self._backlog_at >= self.backlog_refresh:
             await self._update_backlog()
         if not rows:
@@ -150,7 +150,7 @@ class OutboxRelay:
                 backoff = min(self.max_backoff, 2 ** min(r.attempts, 12))
                 repo.mark_failed([r.id], type(exc).__name__, (now + timedelta(seconds=backoff)).isoformat())
 
-        await self.store.write(mark)
+        await self.store.write(mark, durable=False)  # lost in an OS crash = published again, same id
         metrics.PUBLISHED.inc(len(ok))
         for _, exc in failed:
             metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()

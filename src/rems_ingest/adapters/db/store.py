@@ -41,6 +41,7 @@ class StoreError(Exception):
 class _Job:
     fn: Callable[[Connection], Any]
     future: asyncio.Future[Any]
+    durable: bool = True
     outcome: tuple[bool, Any] = (False, None)  # (failed, result or exception), set on the writer thread
 
 
@@ -160,12 +161,18 @@ class Store:
 
     # ------------------------------------------------------------ API
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in a write transaction; returns after the commit (or raises)."""
+    async def write(self, fn: Callable[[Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in a write transaction; returns after the commit (or raises).
+
+        ``durable=False`` is for bookkeeping that is safe to lose in an OS crash (the relay's
+        lease and published marks: losing them re-publishes an alert with the same id): a group
+        made only of such jobs commits without waiting for the disk (SQLite synchronous=NORMAL,
+        PostgreSQL synchronous_commit=off). A group holding any other job keeps the full fsync,
+        which also covers everything committed before it."""
         if self._thread is None:
             raise StoreError("store is not started")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Job(fn, fut))
+        self._queue.put(_Job(fn, fut, durable))
         return await fut
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
@@ -208,19 +215,27 @@ class Store:
             self._commit(batch)
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self, durable: bool = True) -> Iterator[Connection]:
         """A transaction on the writer thread's own connection. Keeping one connection open
         skips the pool's checkout, checkin and reset-rollback for every group; after any
         database error the connection is dropped and the next group opens a fresh one."""
         if self._held is None or self._held.closed or self._held.invalidated:
             self._held = self._writer.connect()
         conn = self._held
+        sqlite_relaxed = not durable and self.dialect == "sqlite"
         try:
+            if sqlite_relaxed:  # a PRAGMA outside any transaction, on the driver connection
+                conn.connection.dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
             with metrics.counted_on_commit(), conn.begin():
+                if not durable and self.dialect == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
         except DBAPIError:
             self._drop_held()
             raise
+        finally:
+            if sqlite_relaxed and self._held is not None:
+                self._held.connection.dbapi_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
 
     def _drop_held(self) -> None:
         if self._held is not None:
@@ -235,7 +250,7 @@ class Store:
         rolled the transaction back, nothing was written) is retried before the sender sees AE."""
         for attempt in range(1, attempts + 1):
             try:
-                with self._transaction() as conn:
+                with self._transaction(job.durable) as conn:
                     return job.fn(conn)
             except OperationalError as exc:
                 if attempt == attempts or getattr(exc.orig, "sqlstate", None) not in _TRANSIENT:
@@ -258,7 +273,7 @@ class Store:
     def _run_group(self, batch: list[_Job]) -> None:
         if len(batch) > 1:
             try:
-                with self._transaction() as conn:
+                with self._transaction(any(job.durable for job in batch)) as conn:
                     results = [job.fn(conn) for job in batch]
             except Exception:  # noqa: BLE001 - fall back to one transaction per job below
                 pass
