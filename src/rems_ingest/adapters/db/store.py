@@ -116,6 +116,7 @@ class Store:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._held: Connection | None = None  # the writer thread's own connection, kept between groups
+        self._synchronous = "FULL"  # SQLite sync level currently set on it
 
     # ------------------------------------------------------------ lifecycle
 
@@ -221,11 +222,20 @@ class Store:
         database error the connection is dropped and the next group opens a fresh one."""
         if self._held is None or self._held.closed or self._held.invalidated:
             self._held = self._writer.connect()
+            self._synchronous = "FULL"  # what the connect hook sets on every new SQLite connection
         conn = self._held
-        sqlite_relaxed = not durable and self.dialect == "sqlite"
+        if self.dialect == "sqlite":
+            # Set before BEGIN, for every transaction, from what this one needs: a message's
+            # transaction can never inherit the relaxed setting of the bookkeeping one before it.
+            wanted = "FULL" if durable else "NORMAL"
+            if self._synchronous != wanted:
+                try:
+                    conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={wanted}")  # type: ignore[union-attr]
+                except Exception as exc:
+                    self._drop_held()
+                    raise StoreError("could not set the SQLite sync level") from exc
+                self._synchronous = wanted
         try:
-            if sqlite_relaxed:  # a PRAGMA outside any transaction, on the driver connection
-                conn.connection.dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
             with metrics.counted_on_commit(), conn.begin():
                 if not durable and self.dialect == "postgresql":
                     conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
@@ -233,13 +243,13 @@ class Store:
         except DBAPIError:
             self._drop_held()
             raise
-        finally:
-            if sqlite_relaxed and self._held is not None:
-                self._held.connection.dbapi_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
 
     def _drop_held(self) -> None:
+        """Let go of the writer's connection for good: the driver connection is closed, not
+        returned to the pool, so its session settings (sync level) never reach a later one."""
         if self._held is not None:
             try:
+                self._held.invalidate()
                 self._held.close()
             except Exception:  # noqa: BLE001 - it is being thrown away
                 pass
