@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
+from rems_ingest.hl7v2.message import Delimiters, unescape
+
 
 class Role(str, Enum):
     ANC = "anc"  # neutrophils #/volume, segs + bands
@@ -78,14 +80,29 @@ def label_disagrees(label: str) -> bool:
     return bool(label) and bool(_OTHER_CELL.search(label)) and "NEUT" not in label.upper()
 
 
+_MEMO_MAX = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class CodeMap:
     """LOINC plus site-configured local codes."""
 
     local: dict[str, Role] = field(default_factory=lambda: dict(DEFAULT_LOCAL_CODES))
-    # classify() by raw OBX-3 text: a feed repeats a few dozen codes, and every CBC carries
-    # ~10 OBX (extract_segments fills it; bounded, emptied when full)
-    memo: dict[tuple[str, object], tuple[Role | None, str, str, str]] = field(default_factory=dict, compare=False, repr=False)
+    # classify_field() results by raw OBX-3 text: a feed repeats a few dozen codes and every CBC
+    # carries ~10 OBX (bounded, emptied when full)
+    memo: dict[tuple[str, Delimiters], tuple[Role | None, str, str, str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def classify_field(self, obx3: str, d: Delimiters) -> tuple[Role | None, str, str, str]:
+        """``classify`` of a raw OBX-3 field (first repetition, unescaped), remembered per text."""
+        known = self.memo.get((obx3, d))
+        if known is None:
+            comps = [unescape(c, d) for c in obx3.split(d.repetition)[0].split(d.component)]
+            # a bare '&' in a label splits sub-components: read the text back leniently
+            known = self.classify([c.replace(d.subcomponent, "&") for c in comps])
+            if len(self.memo) >= _MEMO_MAX:
+                self.memo.clear()
+            self.memo[(obx3, d)] = known
+        return known
 
     def classify(self, comps: list[str]) -> tuple[Role | None, str, str, str]:
         """(role, code, coding system, label) from OBX-3's two CE triplets (LOINC may sit in either)."""

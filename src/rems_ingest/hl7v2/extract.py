@@ -197,7 +197,6 @@ def _patient(pid: SegmentView, d: Delimiters) -> tuple[PatientKey | None, str]:
     return PatientKey(ident, authority), ""
 
 
-_MEMO_MAX = 4096
 _DEFAULT_CODES = CodeMap()
 
 
@@ -232,17 +231,7 @@ def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeM
             if group is None:  # OBX without an OBR (or after SPM in some feeds): keep it, key on MSH-10
                 obr_count += 1
                 group = _Group(patient, patient_issue, "", "", "", obr_count)
-            obx3 = seg[3]
-            known = cm.memo.get((obx3, d))
-            if known is None:
-                comps = [unescape(c, d) for c in obx3.split(d.repetition)[0].split(d.component)]
-                # a bare '&' in a label splits sub-components: read the text back leniently
-                comps = [c.replace(d.subcomponent, "&") for c in comps]
-                known = cm.classify(comps)
-                if len(cm.memo) >= _MEMO_MAX:
-                    cm.memo.clear()
-                cm.memo[(obx3, d)] = known
-            role, code, system, label = known
+            role, code, system, label = cm.classify_field(seg[3], d)
             if role is None:
                 continue
             group.rows.append(
