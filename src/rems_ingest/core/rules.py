@@ -7,10 +7,10 @@ whole history in specimen order. Both are pure: the date comes in with the event
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from rems_ingest.core import dispense
 from rems_ingest.core.errors import EventNotAllowed, InvalidInput
@@ -34,6 +34,7 @@ from rems_ingest.core.model import (
     Tick,
     TreatmentStatus,
     event_sort_key,
+    evolve,
 )
 from rems_ingest.core.policy import RulesPolicy
 
@@ -340,21 +341,21 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
 
     if s.overdue_alerted_for is not None:
         alerts.append(_alert(AlertKind.OVERDUE_RESOLVED, f"overdue_resolved:{s.overdue_alerted_for}", e.on))
-        s = replace(s, overdue_alerted_for=None)
+        s = evolve(s, overdue_alerted_for=None)
 
     if not s.enrolled or s.phase is Phase.PRE:
         pre = (s.pre_values + ((e.on, e.value),))[-10:]
-        s = replace(s, pre_values=pre, latest=latest)
+        s = evolve(s, pre_values=pre, latest=latest)
         if not s.enrolled:
             return s, alerts, f"{cat.value}; patient not enrolled: kept as a possible baseline"
         s, more, why = _evaluate_baseline(policy, s, e.on, cause)
         return s, alerts + more, why
 
     if s.phase is Phase.CLOSED:
-        return replace(s, latest=latest, next_due=None), alerts, f"{cat.value}; monitoring closed"
+        return evolve(s, latest=latest, next_due=None), alerts, f"{cat.value}; monitoring closed"
 
     if s.discontinued and _recovered(policy, s, e.value) and s.phase is not Phase.SEV_RECOVERED_HOLD:
-        s = replace(s, phase=Phase.CLOSED, latest=latest, next_due=None, pending_confirm_until=None)
+        s = evolve(s, phase=Phase.CLOSED, latest=latest, next_due=None, pending_confirm_until=None)
         return s, alerts, f"{cat.value} after discontinuation: monitoring may end"
 
     confirmed_red = False
@@ -368,36 +369,38 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
     else:
         phase, kinds = _gp_transition(policy, s, cat)
 
-    new = replace(s, phase=phase, latest=latest, pending_confirm_until=None)
+    # the changes are gathered and applied in one copy (later entries override earlier ones)
+    ch: dict[str, Any] = {"phase": phase, "latest": latest, "pending_confirm_until": None}
     entering_episode = s.phase in (Phase.NORMAL, Phase.DISC_MONITOR) and phase not in (Phase.NORMAL, Phase.DISC_MONITOR)
     if entering_episode:
-        new = replace(new, last_normal_interval=s.interval)
+        ch["last_normal_interval"] = s.interval
     if cat not in (Category.NORMAL, Category.GREEN):
-        new = replace(new, last_abnormal_on=e.on)
+        ch["last_abnormal_on"] = e.on
     if phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY) or confirmed_red:
-        new = replace(new, rechallenge_restricted=True)
+        ch["rechallenge_restricted"] = True
     if phase is Phase.GP_MILD and s.phase is Phase.POST_EPISODE_WEEKLY:
-        new = replace(new, post_episode_dip=True)
+        ch["post_episode_dip"] = True
     # weekly x4 block: entering starts at 0; each further normal result counts
     if phase is Phase.POST_EPISODE_WEEKLY:
         if s.phase is Phase.POST_EPISODE_WEEKLY:
             n = s.weekly_block_count + 1
             if n >= policy.post_episode_weeks:
-                new = replace(new, phase=Phase.NORMAL, interval=s.last_normal_interval, weekly_block_count=0)
+                ch.update(phase=Phase.NORMAL, interval=s.last_normal_interval, weekly_block_count=0)
                 kinds = kinds + (AlertKind.ROUTINE_MONITORING_RESUMED,)
             else:
-                new = replace(new, weekly_block_count=n)
+                ch["weekly_block_count"] = n
         else:
-            new = replace(new, weekly_block_count=0, post_episode_dip=False)
+            ch.update(weekly_block_count=0, post_episode_dip=False)
     if phase is Phase.NORMAL and s.phase is not Phase.NORMAL:
-        new = replace(new, interval=s.last_normal_interval, post_episode_dip=False)
-    if new.phase not in HEME_HELD_PHASES and new.phase is not Phase.SEV_RECOVERED_HOLD:
-        new = replace(new, override_rationale="")  # the episode is over; a new one needs a new rationale
+        ch.update(interval=s.last_normal_interval, post_episode_dip=False)
+    if s.override_rationale and ch["phase"] not in HEME_HELD_PHASES and ch["phase"] is not Phase.SEV_RECOVERED_HOLD:
+        ch["override_rationale"] = ""  # the episode is over; a new one needs a new rationale
 
     confirm = AlertKind.CONFIRM_REPEAT in kinds
     if confirm:
-        new = replace(new, pending_confirm_until=e.on + timedelta(days=policy.days_confirm_repeat))
-    new = replace(new, next_due=_next_due(policy, new, e.on, confirm))
+        ch["pending_confirm_until"] = e.on + timedelta(days=policy.days_confirm_repeat)
+    new = evolve(s, **ch)
+    new = evolve(new, next_due=_next_due(policy, new, e.on, confirm))
 
     for kind in kinds:
         detail: dict[str, str] = {}
@@ -437,7 +440,7 @@ def _evaluate_baseline(policy: RulesPolicy, s: PatientState, on: date, cause: st
         if len(values) < 2:
             return s, [], f"BEN needs 2 baseline ANCs within {policy.baseline_window_days} days; have {len(values)}"
         baseline = s.baseline_anc if s.baseline_anc is not None else min(values)
-        s = replace(s, baseline_anc=baseline)
+        s = evolve(s, baseline_anc=baseline)
     else:
         if not values:
             return s, [], "no baseline ANC yet"
@@ -449,7 +452,7 @@ def _evaluate_baseline(policy: RulesPolicy, s: PatientState, on: date, cause: st
             return s, [_alert(AlertKind.INITIATION_BLOCKED, cause, on, baseline=str(values[-1]), threshold=str(policy.gp_normal))], (
                 f"baseline {values[-1]} below {policy.gp_normal}: initiation blocked"
             )
-    s = replace(
+    s = evolve(
         s,
         phase=Phase.NORMAL,
         interval=Frequency.WEEKLY,
@@ -485,7 +488,7 @@ def _stepdown(policy: RulesPolicy, s: PatientState, on: date, cause: str) -> tup
     if s.last_abnormal_on is not None and s.last_abnormal_on >= clean_since:
         return None, s
     a = _alert(AlertKind.STEPDOWN_ELIGIBLE, f"stepdown:{target.value}:{s.therapy_start}", on, suggested=target.value)
-    return a, replace(s, stepdown_offered=target)
+    return a, evolve(s, stepdown_offered=target)
 
 
 def _on_enroll(policy: RulesPolicy, s: PatientState, e: Enroll) -> tuple[PatientState, list[Alert], str]:
@@ -498,14 +501,14 @@ def _on_enroll(policy: RulesPolicy, s: PatientState, e: Enroll) -> tuple[Patient
         )
     if e.population is Population.BEN and e.baseline_anc is not None and e.baseline_anc < policy.ben_normal:
         raise InvalidInput(f"BEN baseline ANC {e.baseline_anc} is below {policy.ben_normal}")
-    s = replace(s, enrolled=True, population=e.population, therapy_start=e.therapy_start, baseline_anc=e.baseline_anc)
+    s = evolve(s, enrolled=True, population=e.population, therapy_start=e.therapy_start, baseline_anc=e.baseline_anc)
     if s.latest is not None:  # results seen before enrollment were categorized without a population
-        s = replace(s, latest=replace(s.latest, category=categorize(policy, e.population, s.latest.value, s.latest.wbc)))
+        s = evolve(s, latest=evolve(s.latest, category=categorize(policy, e.population, s.latest.value, s.latest.wbc)))
     if e.monitoring_frequency is not None:
         if e.monitoring_frequency not in (Frequency.WEEKLY, Frequency.EVERY_2_WEEKS, Frequency.MONTHLY):
             raise InvalidInput("monitoring_frequency must be weekly, every_2_weeks or monthly")
         last = s.latest.on if s.latest else e.on
-        s = replace(
+        s = evolve(
             s,
             phase=Phase.NORMAL,
             interval=e.monitoring_frequency,
@@ -526,17 +529,17 @@ def _on_clinical(policy: RulesPolicy, s: PatientState, e: ClinicalEvent) -> tupl
     if e.type == "interrupt":
         if t is not TreatmentStatus.ACTIVE:
             raise EventNotAllowed(f"therapy is not active (status {t.value}); nothing to interrupt")
-        return replace(s, held_other_since=e.on), [], "therapy held for a non-hematologic reason; monitoring continues"
+        return evolve(s, held_other_since=e.on), [], "therapy held for a non-hematologic reason; monitoring continues"
     if e.type == "resume":
         return _resume(policy, s, e, cause)
     if e.type == "discontinue":
         if t is TreatmentStatus.DISCONTINUED:
             raise EventNotAllowed("therapy is already discontinued")
-        s = replace(s, discontinued=True, discontinued_on=e.on, held_other_since=None, override_rationale="")
+        s = evolve(s, discontinued=True, discontinued_on=e.on, held_other_since=None, override_rationale="")
         if s.phase in (Phase.SEV_RECOVERED_HOLD, Phase.PRE):
-            return replace(s, phase=Phase.CLOSED, next_due=None), [], "discontinued; ANC already recovered"
+            return evolve(s, phase=Phase.CLOSED, next_due=None), [], "discontinued; ANC already recovered"
         if s.phase in (Phase.NORMAL, Phase.POST_EPISODE_WEEKLY):
-            s = replace(s, phase=Phase.DISC_MONITOR, interval=frequency_of(s))
+            s = evolve(s, phase=Phase.DISC_MONITOR, interval=frequency_of(s))
         return s, [], "discontinued: keep monitoring until the ANC is in the normal range"
     if e.type == "rechallenge":
         if s.phase is not Phase.SEV_RECOVERED_HOLD:
@@ -546,7 +549,7 @@ def _on_clinical(policy: RulesPolicy, s: PatientState, e: ClinicalEvent) -> tupl
         need = policy.ben_normal if s.population is Population.BEN else policy.gp_normal
         if s.latest is None or s.latest.value < need:
             raise EventNotAllowed(f"rechallenge blocked: latest ANC must be >= {need}")
-        s = replace(
+        s = evolve(
             s,
             phase=Phase.NORMAL,
             therapy_start=e.on,
@@ -564,13 +567,13 @@ def _on_clinical(policy: RulesPolicy, s: PatientState, e: ClinicalEvent) -> tupl
             raise EventNotAllowed("an override applies only while therapy is held for neutropenia")
         if not e.rationale.strip() or not e.by.strip():
             raise EventNotAllowed("an override must name the prescriber and give a treatment rationale")
-        return replace(s, override_rationale=e.rationale), [], "prescriber override: continue despite neutropenia"
+        return evolve(s, override_rationale=e.rationale), [], "prescriber override: continue despite neutropenia"
     if e.type == "stepdown_confirmed":
         if s.stepdown_offered is None or s.phase is not Phase.NORMAL or s.interval is s.stepdown_offered:
             raise EventNotAllowed("no step-down has been suggested for this patient")
         new_int = s.stepdown_offered
         base = s.latest.on if s.latest else e.on
-        s = replace(s, interval=new_int, last_normal_interval=new_int, next_due=base + timedelta(days=policy.interval_days(new_int)))
+        s = evolve(s, interval=new_int, last_normal_interval=new_int, next_due=base + timedelta(days=policy.interval_days(new_int)))
         return s, [], f"step-down confirmed: {new_int.value}"
     if e.type == "fever":
         return _fever(policy, s, e, cause)
@@ -590,9 +593,9 @@ def _resume(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) 
     gap = (e.on - since).days
     if gap < 0:
         raise EventNotAllowed("resume date is before the interruption")
-    s = replace(s, held_other_since=None, discontinued=False, discontinued_on=None)
+    s = evolve(s, held_other_since=None, discontinued=False, discontinued_on=None)
     if gap >= policy.interruption_new_patient_days:
-        s = replace(s, phase=Phase.PRE, therapy_start=e.on, pre_values=(), next_due=None, stepdown_offered=None, last_abnormal_on=None)
+        s = evolve(s, phase=Phase.PRE, therapy_start=e.on, pre_values=(), next_due=None, stepdown_offered=None, last_abnormal_on=None)
         a = _alert(
             AlertKind.INCREASE_MONITORING,
             cause,
@@ -602,9 +605,9 @@ def _resume(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) 
         )
         return s, [a], f"gap {gap} days >= {policy.interruption_new_patient_days}: new patient"
     if s.phase in (Phase.CLOSED, Phase.DISC_MONITOR):
-        s = replace(s, phase=Phase.NORMAL)
+        s = evolve(s, phase=Phase.NORMAL)
         if s.next_due is None:
-            s = replace(s, next_due=e.on + timedelta(days=policy.interval_days(s.interval)))
+            s = evolve(s, next_due=e.on + timedelta(days=policy.interval_days(s.interval)))
     detail = {"retitration_required": "true"} if gap >= policy.retitration_after_days else {}
     return s, [_alert(AlertKind.RESUME_THERAPY, cause, e.on, reason=f"Therapy resumed after {gap} days; monitoring as before", **detail)], "resumed"
 
@@ -621,7 +624,7 @@ def _fever(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) -
     if s.latest is not None and s.latest.value < policy.gp_mild:
         alerts.append(_alert(AlertKind.EMERGENCY, cause, e.on, reason=f"Fever with ANC {s.latest.value}/uL: medical emergency", fever_c=str(e.temperature_c)))
     due = e.on + timedelta(days=1)
-    s = replace(s, next_due=min(due, s.next_due) if s.next_due else due)
+    s = evolve(s, next_due=min(due, s.next_due) if s.next_due else due)
     return s, alerts, "fever: stat ANC"
 
 
@@ -640,7 +643,7 @@ def _on_tick(policy: RulesPolicy, s: PatientState, e: Tick) -> tuple[PatientStat
         reason=f"No ANC since it was due on {s.next_due}",
         due=s.next_due.isoformat(),
     )
-    return replace(s, overdue_alerted_for=s.next_due), [a], f"overdue since {s.next_due}"
+    return evolve(s, overdue_alerted_for=s.next_due), [a], f"overdue since {s.next_due}"
 
 
 # ---------------------------------------------------------------- public API
@@ -662,7 +665,7 @@ def step(policy: RulesPolicy, state: PatientState, event: Event) -> Decision:
         new, more = _pharmacy(policy, new, event)
         alerts = alerts + more
     if new != state:
-        new = replace(new, version=state.version + 1)
+        new = evolve(new, version=state.version + 1)
     category = new.latest.category if new.latest else None
     return Decision(
         state=new,
@@ -684,7 +687,7 @@ def _pharmacy(policy: RulesPolicy, s: PatientState, event: Event) -> tuple[Patie
     kind = AlertKind.DISPENSE_RELEASE if check.authorized else AlertKind.DISPENSE_HOLD
     cause = f"pharmacy:{event.key}"
     a = _alert(kind, cause, event.on, reason=check.reason, code=check.code, max_days_supply=str(check.max_days_supply))
-    return replace(s, dispense_hold=not check.authorized), [a]
+    return evolve(s, dispense_hold=not check.authorized), [a]
 
 
 def fold(policy: RulesPolicy, events: Iterable[Event]) -> Folded:

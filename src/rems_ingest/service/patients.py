@@ -7,7 +7,7 @@ history and withdraws alerts no longer justified with ``alert.superseded``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from rems_ingest.core.model import (
     ResultStatus,
     alert_id,
     event_sort_key,
+    evolve,
 )
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.observability import metrics
@@ -129,7 +130,7 @@ def apply_event(
     if not new_state.enrolled and version % UNENROLLED_KEEP == 0:
         # keep only what a later enrollment needs: the most recent results (bounded growth)
         repo.prune_events(row.pk, UNENROLLED_KEEP)
-    new_state = replace(new_state, version=version)
+    new_state = evolve(new_state, version=version)
     rows = [outbox_row(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
     repo.add_alerts(rows)
     repo.save_patient(row.pk, new_state, version, last, stamp, **(extra or {}))

@@ -108,3 +108,24 @@ def test_folding_a_shuffled_history_gives_the_same_state(history: list, rnd: ran
     rnd.shuffle(shuffled)
 
     assert fold(POLICY, history).state == fold(POLICY, shuffled).state
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.data())
+def test_evolve_is_dataclasses_replace(evs: list, data: st.DataObject) -> None:
+    """The rules' fast copy-with-changes gives exactly what dataclasses.replace gives, for every
+    field the rules change, and refuses an unknown field the same way."""
+    import dataclasses
+
+    import pytest
+
+    from rems_ingest.core.model import evolve
+
+    state = fold(POLICY, evs).state
+    names = [f.name for f in dataclasses.fields(state)]
+    donor = fold(POLICY, evs[: data.draw(st.integers(0, len(evs)))]).state  # values of the right types
+    changes = {n: getattr(donor, n) for n in data.draw(st.lists(st.sampled_from(names), unique=True))}
+    assert evolve(state, **changes) == dataclasses.replace(state, **changes)
+    assert evolve(state) == state and evolve(state) is not state
+    with pytest.raises(TypeError):
+        evolve(state, no_such_field=1)
