@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from typing import Callable
 
 from rems_ingest.hl7v2.message import Delimiters, unescape
 
@@ -88,21 +89,31 @@ class CodeMap:
     """LOINC plus site-configured local codes."""
 
     local: dict[str, Role] = field(default_factory=lambda: dict(DEFAULT_LOCAL_CODES))
-    # classify_field() results by raw OBX-3 text: a feed repeats a few dozen codes and every CBC
-    # carries ~10 OBX (bounded, emptied when full)
-    memo: dict[tuple[str, Delimiters], tuple[Role | None, str, str, str]] = field(default_factory=dict, compare=False, repr=False)
+    # field_classifier() results by delimiter set, then by raw OBX-3 text: a feed repeats a few
+    # dozen codes and every CBC carries ~10 OBX (bounded, emptied when full)
+    memo: dict[Delimiters, dict[str, tuple[Role | None, str, str, str]]] = field(default_factory=dict, compare=False, repr=False)
 
-    def classify_field(self, obx3: str, d: Delimiters) -> tuple[Role | None, str, str, str]:
-        """``classify`` of a raw OBX-3 field (first repetition, unescaped), remembered per text."""
-        known = self.memo.get((obx3, d))
-        if known is None:
-            comps = [unescape(c, d) for c in obx3.split(d.repetition)[0].split(d.component)]
-            # a bare '&' in a label splits sub-components: read the text back leniently
-            known = self.classify([c.replace(d.subcomponent, "&") for c in comps])
-            if len(self.memo) >= _MEMO_MAX:
+    def field_classifier(self, d: Delimiters) -> Callable[[str], tuple[Role | None, str, str, str]]:
+        """``classify`` of raw OBX-3 fields (first repetition, unescaped) under one delimiter set,
+        remembered per text; looked up once per message, not hashed again for every OBX."""
+        memo = self.memo.get(d)
+        if memo is None:
+            if len(self.memo) >= 16:  # a feed that changes its delimiters on every message
                 self.memo.clear()
-            self.memo[(obx3, d)] = known
-        return known
+            memo = self.memo[d] = {}
+
+        def classify_field(obx3: str) -> tuple[Role | None, str, str, str]:
+            known = memo.get(obx3)
+            if known is None:
+                comps = [unescape(c, d) for c in obx3.split(d.repetition)[0].split(d.component)]
+                # a bare '&' in a label splits sub-components: read the text back leniently
+                known = self.classify([c.replace(d.subcomponent, "&") for c in comps])
+                if len(memo) >= _MEMO_MAX:
+                    memo.clear()
+                memo[obx3] = known
+            return known
+
+        return classify_field
 
     def classify(self, comps: list[str]) -> tuple[Role | None, str, str, str]:
         """(role, code, coding system, label) from OBX-3's two CE triplets (LOINC may sit in either)."""
@@ -147,6 +158,7 @@ def unit_factor(unit: str) -> Decimal | str | None:
     return _UNIT_FACTORS.get(u)
 
 
+@functools.lru_cache(maxsize=1024)  # a feed sends a handful of unit spellings, on every OBX
 def resolve_unit(field_value: str, component_sep: str = "^") -> tuple[Decimal | str | None, str]:
     """(factor, unit text) from OBX-6, leniently: senders write ``10^9/L`` unescaped, which
     splits into components, so try the whole field before its CE components."""

@@ -204,6 +204,7 @@ def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeM
     """Core of extraction over any tokenizer's segments (fast path or python-hl7 reference);
     ``header``: MSH already read from ``segs[0]`` by the caller."""
     cm = code_map or _DEFAULT_CODES
+    classify_field = cm.field_classifier(d)
     header = header or read_header(segs[0], d)
     observations: list[Observation] = []
     issues: list[Issue] = []
@@ -231,7 +232,7 @@ def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeM
             if group is None:  # OBX without an OBR (or after SPM in some feeds): keep it, key on MSH-10
                 obr_count += 1
                 group = _Group(patient, patient_issue, "", "", "", obr_count)
-            role, code, system, label = cm.classify_field(seg[3], d)
+            role, code, system, label = classify_field(seg[3])
             if role is None:
                 continue
             group.rows.append(

@@ -6,6 +6,7 @@ against (tests/unit/hl7v2/test_differential.py).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from rems_ingest.hl7v2.errors import Unparseable
@@ -27,7 +28,13 @@ def delimiters_of(text: str) -> Delimiters:
     enc = text[4:].split(fs, 1)[0]
     if len(enc) < 4 or fs.isalnum() or len(set(enc[:4] + fs)) != 5 or any(c.isalnum() or c in "\r\n " for c in enc[:4]):
         raise Unparseable("invalid MSH-1/MSH-2 encoding characters", "MSH^1^2")
-    return Delimiters(fs, enc[0], enc[1], enc[2], enc[3])
+    return _delimiters(fs + enc[:4])
+
+
+@functools.lru_cache(maxsize=64)
+def _delimiters(chars: str) -> Delimiters:
+    """One shared instance per delimiter set: memo keys holding it compare by identity."""
+    return Delimiters(*chars)
 
 
 class Segment:
