@@ -81,3 +81,23 @@ def test_an_unusable_wbc_is_left_out_quietly() -> None:
     text = (Path(__file__).resolve().parents[3] / "fixtures" / "hl7" / "oru_251_anc_normal.hl7").read_bytes().decode().replace("||6.1|10*3/uL|", "||6.1|furlongs|")
     (obs,) = fast(text).observations
     assert obs.wbc is None
+
+
+def test_remembered_code_and_unit_readings_never_cross_delimiter_sets() -> None:
+    """OBX-3/OBX-6 readings are memoised per delimiter set: the same field text read under
+    another component separator is read afresh, in either order, on a shared code map."""
+    from pathlib import Path
+
+    from rems_ingest.hl7v2.codes import CodeMap
+    from rems_ingest.hl7v2.extract import extract as fast
+    from rems_ingest.hl7v2.reference import extract_reference
+
+    text = (Path(__file__).resolve().parents[3] / "fixtures" / "hl7" / "oru_251_anc_normal.hl7").read_bytes().decode().replace("\n", "\r")
+    # MSH-2 with ':' as the component separator: the same OBX-3 text is one component, not
+    # a LOINC triplet, so no ANC may be read from it (the unit is made readable either way)
+    other = text.replace("MSH|^~\\&|", "MSH|:~\\&|", 1).replace("|10*3/uL^10*3/uL^UCUM|", "|10*3/uL|")
+    assert extract_reference(other).observations == ()
+    cm = CodeMap()
+    for _ in range(2):
+        assert fast(text, cm).observations == extract_reference(text).observations != ()
+        assert fast(other, cm).observations == ()
