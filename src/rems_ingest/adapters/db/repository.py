@@ -311,8 +311,9 @@ class Repository:
             self.conn.execute(update(outbox).where(where).values(withdrawn=True))
 
     def claim(self, limit: int, now: str, lease_until: str) -> list[OutboxRow]:
-        """Claim unpublished rows under a lease; SKIP LOCKED lets several relays share PostgreSQL."""
-        q = (
+        """Claim unpublished rows under a lease, in one statement (the relay runs it for every
+        burst of alerts); SKIP LOCKED lets several relays share PostgreSQL."""
+        pick = (
             select(outbox.c.id)
             .where(
                 outbox.c.published_at.is_(None),
@@ -323,15 +324,15 @@ class Repository:
             .limit(limit)
         )
         if self.pg:
-            q = q.with_for_update(skip_locked=True)
-        ids = list(self.conn.execute(q).scalars())
-        if not ids:
-            return []
-        self.conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(claimed_until=lease_until))
+            pick = pick.with_for_update(skip_locked=True)
         rows = self.conn.execute(
-            select(outbox.c.id, outbox.c.alert_id, outbox.c.routing_key, outbox.c.payload, outbox.c.attempts).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)
+            update(outbox)
+            .where(outbox.c.id.in_(pick))
+            .values(claimed_until=lease_until)
+            .returning(outbox.c.id, outbox.c.alert_id, outbox.c.routing_key, outbox.c.payload, outbox.c.attempts)
         )
-        return [OutboxRow(r.id, r.alert_id, r.routing_key, r.payload, r.attempts) for r in rows]
+        # RETURNING has no order: publish in creation order
+        return sorted((OutboxRow(r.id, r.alert_id, r.routing_key, r.payload, r.attempts) for r in rows), key=lambda r: r.id)
 
     def mark_published(self, ids: Sequence[int], now: str) -> None:
         if ids:
