@@ -19,3 +19,17 @@ def test_the_pipeline_benchmark_runs_and_every_message_is_acked_aa() -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["messages"] == 60 and result["not_aa"] == 0
     assert result["msgs_per_s"] > 0 and result["cpu_us_per_msg"] > 0
+
+
+def test_bench_run_prints_our_figures_beside_the_peers_with_cpu_per_message(tmp_path: Path) -> None:
+    table = tmp_path / "results.md"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run"), "--messages", "40", "--patients", "10", "--connections", "1", "--no-postgres", "--write", str(table)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    header, body = [c.strip() for c in rows[0]], [[c.strip() for c in r] for r in rows[1:]]
+    assert header[-1] == "server CPU µs/msg"
+    assert [r[0].split(" ")[0] for r in body] == ["python-hl7", "rems-ingest"]
+    for r in body:
+        assert r[header.index("errors")] == "0" and float(r[header.index("msg/s")]) > 0 and int(r[-1]) > 0
