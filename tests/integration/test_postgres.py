@@ -92,3 +92,54 @@ async def test_concurrent_sweeps_raise_exactly_one_overdue_alert(tmp_path: Path,
     finally:
         for d in daemons:
             await d.shutdown()
+
+
+async def test_groups_of_two_daemons_lock_shared_patients_in_one_order_and_never_deadlock(postgres_url: str) -> None:
+    """Daemon A's group touches patient X then Y, daemon B's touches Y then X, and each holds its
+    first patient until the other has started. Locked in arrival order that is a deadlock:
+    PostgreSQL aborts one group after deadlock_timeout and its jobs run again one by one. The
+    store locks every patient of a group up front in one order, so each job runs exactly once."""
+    import threading
+    from collections import Counter
+
+    from rems_ingest.adapters.db.store import Store
+
+    x, y = PatientKey("LOCK-X", "HOSP"), PatientKey("LOCK-Y", "HOSP")
+    stores = [Store(postgres_url), Store(postgres_url)]
+    stores[0].migrate()
+    for s in stores:
+        s.start()
+    runs: Counter[str] = Counter()
+    both_hold_one = threading.Barrier(2)
+
+    def touch(name: str, key: PatientKey, wait_for_other: bool):  # type: ignore[no-untyped-def]
+        def job(conn):  # type: ignore[no-untyped-def]
+            runs[name] += 1
+            Repository(conn).patient(key, create=True, lock=True, now="2026-01-01T00:00:00+00:00")
+            if wait_for_other:
+                try:
+                    both_hold_one.wait(timeout=3)  # unordered locking: both now hold their first patient
+                except threading.BrokenBarrierError:
+                    pass  # ordered locking: the other daemon is still queued behind this one
+            return name
+
+        return job
+
+    try:
+        gates = [threading.Event(), threading.Event()]
+        held = [asyncio.ensure_future(s.write(lambda c, g=g: g.wait(10))) for s, g in zip(stores, gates)]
+        await asyncio.sleep(0.2)  # each writer thread is inside its gate job: what follows forms one group
+        groups = [
+            [stores[0].write(touch("A1", x, True), locks=(x,)), stores[0].write(touch("A2", y, False), locks=(y,))],
+            [stores[1].write(touch("B1", y, True), locks=(y,)), stores[1].write(touch("B2", x, False), locks=(x,))],
+        ]
+        pending = [asyncio.ensure_future(w) for g in groups for w in g]
+        for g in gates:
+            g.set()
+        await asyncio.gather(*held)
+
+        assert ["A1", "A2", "B1", "B2"] == await asyncio.wait_for(asyncio.gather(*pending), 30)
+        assert {"A1": 1, "A2": 1, "B1": 1, "B2": 1} == dict(runs)
+    finally:
+        for s in stores:
+            s.close()

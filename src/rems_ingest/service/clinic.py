@@ -132,7 +132,7 @@ class ClinicService:
                 outcome.append(self._view(repo, req[0])["action"])
             return outcome
 
-        result = await self.store.write(job)
+        result = await self.store.write(job, locks=(r[0] for r in requests))
         self.on_alerts()
         return result
 
@@ -146,7 +146,7 @@ class ClinicService:
             return self._view(repo, request[0])
 
         try:
-            view = await self.store.write(job)
+            view = await self.store.write(job, locks=(request[0],))
         except EventNotAllowed as exc:
             raise Conflict(str(exc)) from None
         self.on_alerts()
@@ -183,7 +183,7 @@ class ClinicService:
             return view
 
         try:
-            view = await self.store.write(job)
+            view = await self.store.write(job, locks=(key,))
         except EventNotAllowed as exc:
             raise Conflict(str(exc)) from None
         self.on_alerts()
@@ -257,7 +257,7 @@ class ClinicService:
         due = await self.store.aread(lambda conn: Repository(conn).due_patients(today))
         raised: list[dict[str, Any]] = []
         for key in due:
-            ids = await self.store.write(lambda conn, k=key: tick(Repository(conn), self.policy(), k, now, today))
+            ids = await self.store.write(lambda conn, k=key: tick(Repository(conn), self.policy(), k, now, today), locks=(key,))
             raised += [{"alert_id": i, "kind": kind, "patient": {"id": key.id, "authority": key.authority}} for i, kind in ids]
         if raised:
             self.on_alerts()

@@ -132,7 +132,7 @@ class IngestService:
         else:
             assert m.extraction is not None and h is not None
             try:
-                result = await self.store.write(lambda conn: self._ingest(conn, m, now))
+                result = await self.store.write(lambda conn: self._ingest(conn, m, now), locks=(o.patient for o in m.extraction.observations))
             except Exception as exc:  # noqa: BLE001 - never AA without a commit; AE lets the sender resend
                 metrics.STORE_FAILURES.inc()
                 log.error("hl7_store_failed", control_id=h.control_id, error=type(exc).__name__)

@@ -59,4 +59,4 @@ class ReplayService:
             repo.audit(now, actor, "replay", None, {k: v for k, v in summary.items() if k != "warnings"})
             return summary
 
-        return await self.store.write(tx)
+        return await self.store.write(tx, locks=(o.patient for o in m.extraction.observations))

@@ -6,7 +6,7 @@ import json
 import re
 import weakref
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any, Sequence
 
 import orjson
@@ -218,6 +218,13 @@ class Repository:
             return None
         pk, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id = row
         return PatientRow(pk, key, bool(enrolled), codec.load_state(state), version, last_sort_key, prescriber_id, pharmacy_id)
+
+    def lock_patients(self, keys: Sequence[PatientKey]) -> None:
+        """Create (if new) and lock these patients' rows one by one in the caller's order, ahead of
+        a transaction's work (PostgreSQL: ordered locking between daemons; see Store.write)."""
+        now = datetime.now(timezone.utc).isoformat()  # a new row's updated_at; its first save overwrites it
+        for key in keys:
+            self.patient(key, create=True, lock=True, now=now)
 
     def save_patient(self, pk: int, state: PatientState, version: int, last_sort_key: str, now: str, **extra: Any) -> None:
         if not extra:

@@ -4,7 +4,9 @@ Every write is a job run inside a transaction on the writer thread. Jobs that ar
 together share one transaction (one fsync); each caller is answered only after that commit.
 If a shared transaction fails, its jobs are retried one by one so one bad job cannot fail
 the others. SQLite runs WAL + synchronous=FULL with BEGIN IMMEDIATE; PostgreSQL uses
-row locks (SELECT ... FOR UPDATE) so several daemons can share one database.
+row locks (SELECT ... FOR UPDATE) so several daemons can share one database; a transaction
+that will touch several patients locks them first, in one global order, so two daemons whose
+groups share patients queue instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import structlog
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from rems_ingest.adapters.db.repository import enable_deferred_writes
+from rems_ingest.adapters.db.repository import Repository, enable_deferred_writes
+from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
 
 
@@ -42,6 +45,7 @@ class _Job:
     fn: Callable[[Connection], Any]
     future: asyncio.Future[Any]
     durable: bool = True
+    locks: frozenset[PatientKey] = frozenset()  # patients the job will lock (PostgreSQL lock ordering)
     outcome: tuple[bool, Any] = (False, None)  # (failed, result or exception), set on the writer thread
 
 
@@ -162,18 +166,23 @@ class Store:
 
     # ------------------------------------------------------------ API
 
-    async def write(self, fn: Callable[[Connection], T], *, durable: bool = True) -> T:
+    async def write(self, fn: Callable[[Connection], T], *, durable: bool = True, locks: Iterable[PatientKey] = ()) -> T:
         """Run ``fn`` in a write transaction; returns after the commit (or raises).
 
         ``durable=False`` is for bookkeeping that is safe to lose in an OS crash (the relay's
         lease and published marks: losing them re-publishes an alert with the same id): a group
         made only of such jobs commits without waiting for the disk (SQLite synchronous=NORMAL,
         PostgreSQL synchronous_commit=off). A group holding any other job keeps the full fsync,
-        which also covers everything committed before it."""
+        which also covers everything committed before it.
+
+        ``locks``: the patients ``fn`` will lock. On PostgreSQL a transaction holding more than
+        one patient locks them all first, in one order, so that two daemons sharing a database
+        never lock two patients in opposite orders (a deadlock PostgreSQL only detects after
+        deadlock_timeout, 1 s by default, then the whole group is retried job by job)."""
         if self._thread is None:
             raise StoreError("store is not started")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Job(fn, fut, durable))
+        self._queue.put(_Job(fn, fut, durable, frozenset(locks)))
         return await fut
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
@@ -216,7 +225,7 @@ class Store:
             self._commit(batch)
 
     @contextmanager
-    def _transaction(self, durable: bool = True) -> Iterator[Connection]:
+    def _transaction(self, durable: bool = True, locks: frozenset[PatientKey] = frozenset()) -> Iterator[Connection]:
         """A transaction on the writer thread's own connection. Keeping one connection open
         skips the pool's checkout, checkin and reset-rollback for every group; after any
         database error the connection is dropped and the next group opens a fresh one."""
@@ -237,8 +246,11 @@ class Store:
                 self._synchronous = wanted
         try:
             with metrics.counted_on_commit(), conn.begin():
-                if not durable and self.dialect == "postgresql":
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                if self.dialect == "postgresql":
+                    if not durable:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                    if len(locks) > 1:
+                        Repository(conn).lock_patients(sorted(locks, key=lambda k: (k.id, k.authority)))
                 yield conn
         except DBAPIError:
             self._drop_held()
@@ -260,7 +272,7 @@ class Store:
         rolled the transaction back, nothing was written) is retried before the sender sees AE."""
         for attempt in range(1, attempts + 1):
             try:
-                with self._transaction(job.durable) as conn:
+                with self._transaction(job.durable, job.locks) as conn:
                     return job.fn(conn)
             except OperationalError as exc:
                 if attempt == attempts or getattr(exc.orig, "sqlstate", None) not in _TRANSIENT:
@@ -283,7 +295,7 @@ class Store:
     def _run_group(self, batch: list[_Job]) -> None:
         if len(batch) > 1:
             try:
-                with self._transaction(any(job.durable for job in batch)) as conn:
+                with self._transaction(any(job.durable for job in batch), frozenset().union(*(job.locks for job in batch))) as conn:
                     results = [job.fn(conn) for job in batch]
             except Exception:  # noqa: BLE001 - fall back to one transaction per job below
                 pass
