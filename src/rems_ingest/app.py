@@ -101,6 +101,7 @@ class Daemon:
             port=s.mllp.port,
             limits=Limits(s.mllp.max_frame_bytes, s.mllp.max_connections, s.mllp.idle_timeout_seconds, s.mllp.frame_timeout_seconds, s.mllp.allow),
             ssl_context=tls_context(s),
+            reuse_port=s.mllp.reuse_port,
         )
         self.http_port = 0
         self._runner: web.AppRunner | None = None

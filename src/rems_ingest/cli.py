@@ -72,6 +72,10 @@ def serve(ctx: click.Context, mllp_port: int | None, http_port: int | None, stor
         s.store.url = store_url  # type: ignore[assignment]
     if amqp_url:
         s.amqp.url = amqp_url  # type: ignore[assignment]
+    if s.mllp.reuse_port and not s.store.resolved_url().startswith("postgresql"):
+        # SQLite has one write lock: measured, a second daemon on the same file adds no
+        # throughput and stalls ACKs for seconds while the two wait for each other
+        _fail("mllp.reuse_port needs a PostgreSQL store (daemons sharing a SQLite file only wait for each other's write lock)")
     try:
         asyncio.run(Daemon(s).run())
     except OSError as exc:

@@ -40,6 +40,10 @@ class StoreSettings(_Section):
 class MllpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(2575, ge=0, le=65535)
+    # SO_REUSEPORT: several daemons on one host share the MLLP port (the kernel spreads connections)
+    # and so use more than one CPU. PostgreSQL store only; every daemon needs the same config
+    # except http.port. Off: a second daemon on the port fails to start ("address in use").
+    reuse_port: bool = False
     max_frame_bytes: int = Field(1 << 20, ge=1024)
     max_connections: int = Field(256, ge=1)
     idle_timeout_seconds: float = Field(300, gt=0)

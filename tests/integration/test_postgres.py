@@ -94,6 +94,47 @@ async def test_concurrent_sweeps_raise_exactly_one_overdue_alert(tmp_path: Path,
             await d.shutdown()
 
 
+def test_daemons_sharing_one_mllp_port_split_the_connections_and_ack_every_message(tmp_path: Path, postgres_url: str) -> None:
+    """mllp.reuse_port: two daemon processes on one port (SO_REUSEPORT) and one database; the
+    kernel spreads the connections, every message is ACKed AA once and stored once."""
+    import urllib.request
+
+    from sqlalchemy import create_engine
+
+    from tests.process import DaemonProcess
+
+    env = {"REMS_STORE__URL": postgres_url, "REMS_MLLP__REUSE_PORT": "true"}
+    first = DaemonProcess(tmp_path, env=env).start()
+    second = DaemonProcess(tmp_path, env={**env, "REMS_MLLP__PORT": str(first.mllp_port)}).start()
+    try:
+        async def sender(n: int) -> list[str]:
+            async with MllpClient("127.0.0.1", first.mllp_port) as c:
+                replies = [await c.send(oru(f"RP-{n}-{k}", f"RP{n}", START + timedelta(days=k), "1.8", f"RP-{n}-{k}")) for k in range(3)]
+            return [r.split(b"\rMSA|", 1)[1].split(b"|", 1)[0].decode() for r in replies]
+
+        async def all_senders() -> list[list[str]]:
+            return await asyncio.gather(*(sender(n) for n in range(24)))
+
+        acks = asyncio.run(all_senders())
+
+        def processed(d: DaemonProcess) -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{d.http_port}/metrics", timeout=10) as r:
+                return sum(float(line.split()[-1]) for line in r.read().decode().splitlines() if line.startswith("rems_messages_total{"))
+
+        engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT count(*), count(DISTINCT control_id) FROM inbound_message").one()
+        engine.dispose()
+
+        assert [["AA"] * 3] * 24 == acks
+        assert (72, 72) == tuple(stored)
+        shares = processed(first), processed(second)
+        assert sum(shares) == 72 and min(shares) > 0  # both daemons took connections (2 in 2^24 chance to fail)
+    finally:
+        for d in (first, second):
+            d.stop()
+
+
 async def test_groups_of_two_daemons_lock_shared_patients_in_one_order_and_never_deadlock(postgres_url: str) -> None:
     """Daemon A's group touches patient X then Y, daemon B's touches Y then X, and each holds its
     first patient until the other has started. Locked in arrival order that is a deadlock:

@@ -46,6 +46,7 @@ class MllpServer:
     port: int = 2575
     limits: Limits = field(default_factory=Limits)
     ssl_context: ssl.SSLContext | None = None
+    reuse_port: bool = False  # share the port with sibling daemons (SO_REUSEPORT)
 
     def __post_init__(self) -> None:
         self._server: asyncio.base_events.Server | None = None
@@ -61,8 +62,8 @@ class MllpServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._client, self.host, self.port, ssl=self.ssl_context, limit=1 << 16, backlog=512)
-        log.info("mllp_listening", host=self.host, port=self.bound_port, tls=self.ssl_context is not None)
+        self._server = await asyncio.start_server(self._client, self.host, self.port, ssl=self.ssl_context, limit=1 << 16, backlog=512, reuse_port=self.reuse_port or None)
+        log.info("mllp_listening", host=self.host, port=self.bound_port, tls=self.ssl_context is not None, shared_port=self.reuse_port)
 
     def _allowed(self, ip: str) -> bool:
         try:
