@@ -135,7 +135,8 @@ def test_daemons_sharing_one_mllp_port_split_the_connections_and_ack_every_messa
             d.stop()
 
 
-async def test_groups_of_two_daemons_lock_shared_patients_in_one_order_and_never_deadlock(postgres_url: str) -> None:
+@pytest.mark.parametrize("patients", ["new", "already stored"])
+async def test_groups_of_two_daemons_lock_shared_patients_in_one_order_and_never_deadlock(postgres_url: str, patients: str) -> None:
     """Daemon A's group touches patient X then Y, daemon B's touches Y then X, and each holds its
     first patient until the other has started. Locked in arrival order that is a deadlock:
     PostgreSQL aborts one group after deadlock_timeout and its jobs run again one by one. The
@@ -167,6 +168,8 @@ async def test_groups_of_two_daemons_lock_shared_patients_in_one_order_and_never
         return job
 
     try:
+        if patients == "already stored":
+            await stores[0].write(lambda c: [Repository(c).patient(k, create=True, lock=False, now="2026-01-01T00:00:00+00:00") for k in (x, y)])
         gates = [threading.Event(), threading.Event()]
         held = [asyncio.ensure_future(s.write(lambda c, g=g: g.wait(10))) for s, g in zip(stores, gates)]
         await asyncio.sleep(0.2)  # each writer thread is inside its gate job: what follows forms one group

@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Sequence
 
 import orjson
-from sqlalchemy import delete, event, func, insert, or_, select, update
+from sqlalchemy import delete, event, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 
 from rems_ingest.adapters.db import codec
@@ -220,11 +220,20 @@ class Repository:
         return PatientRow(pk, key, bool(enrolled), codec.load_state(state), version, last_sort_key, prescriber_id, pharmacy_id)
 
     def lock_patients(self, keys: Sequence[PatientKey]) -> None:
-        """Create (if new) and lock these patients' rows one by one in the caller's order, ahead of
-        a transaction's work (PostgreSQL: ordered locking between daemons; see Store.write)."""
+        """Lock these patients' rows ahead of a transaction's work, in one order every daemon
+        shares (PostgreSQL; see Store.write): the existing rows in one statement, in the
+        database's order, then any new patient is created and locked one by one."""
+        found = self.conn.execute(
+            select(patient.c.patient_id, patient.c.authority)
+            .where(tuple_(patient.c.patient_id, patient.c.authority).in_([(k.id, k.authority) for k in keys]))
+            .order_by(patient.c.patient_id, patient.c.authority)
+            .with_for_update()
+        )
+        existing = {PatientKey(r.patient_id, r.authority) for r in found}
         now = datetime.now(timezone.utc).isoformat()  # a new row's updated_at; its first save overwrites it
         for key in keys:
-            self.patient(key, create=True, lock=True, now=now)
+            if key not in existing:
+                self.patient(key, create=True, lock=True, now=now)
 
     def save_patient(self, pk: int, state: PatientState, version: int, last_sort_key: str, now: str, **extra: Any) -> None:
         if not extra:
