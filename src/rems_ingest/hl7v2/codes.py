@@ -5,13 +5,13 @@ Data, not logic: LOINC codes checked against hl7.md 5.1; local codes are configu
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 from typing import Callable
 
+from rems_ingest.hl7v2.memo import MAX_TEXT, remember_short
 from rems_ingest.hl7v2.message import Delimiters, unescape
 
 
@@ -76,7 +76,7 @@ DEFAULT_LOCAL_CODES: dict[str, Role] = {
 _OTHER_CELL = re.compile(r"\b(LYM|LYMPH|MON|MONO|EOS|BAS|BASO|MID|MXD|GRA|GRAN)", re.I)
 
 
-@functools.lru_cache(maxsize=1024)  # a feed repeats a handful of labels
+@remember_short(1024)  # a feed repeats a handful of labels
 def label_disagrees(label: str) -> bool:
     return bool(label) and bool(_OTHER_CELL.search(label)) and "NEUT" not in label.upper()
 
@@ -108,9 +108,10 @@ class CodeMap:
                 comps = [unescape(c, d) for c in obx3.split(d.repetition)[0].split(d.component)]
                 # a bare '&' in a label splits sub-components: read the text back leniently
                 known = self.classify([c.replace(d.subcomponent, "&") for c in comps])
-                if len(memo) >= _MEMO_MAX:
-                    memo.clear()
-                memo[obx3] = known
+                if len(obx3) <= MAX_TEXT:  # never pin an oversized field
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[obx3] = known
             return known
 
         return classify_field
@@ -158,7 +159,7 @@ def unit_factor(unit: str) -> Decimal | str | None:
     return _UNIT_FACTORS.get(u)
 
 
-@functools.lru_cache(maxsize=1024)  # a feed sends a handful of unit spellings, on every OBX
+@remember_short(1024)  # a feed sends a handful of unit spellings, on every OBX
 def resolve_unit(field_value: str, component_sep: str = "^") -> tuple[Decimal | str | None, str]:
     """(factor, unit text) from OBX-6, leniently: senders write ``10^9/L`` unescaped, which
     splits into components, so try the whole field before its CE components."""

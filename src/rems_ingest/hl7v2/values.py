@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+
+from rems_ingest.hl7v2.memo import remember_short
 
 _NUM = re.compile(r"^\s*(<=|>=|<|>|=)?\s*([+-]?\d+(?:[.,]\d+)?|[+-]?[.,]\d+)\s*(?:[HL*]{1,2}|[HL]{2})?\s*$")
 
@@ -44,7 +45,7 @@ def parse_numeric(value: str, value_type: str, component_sep: str = "^") -> Nume
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?\s*([+-]\d{4})?$")
 
 
-@functools.lru_cache(maxsize=1024)  # one order repeats its times on every OBX; the result is immutable
+@remember_short(1024)  # one order repeats its times on every OBX; the result is immutable
 def parse_ts(value: str) -> datetime | None:
     """HL7 TS/DTM ``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]``; also ISO-like ``2022-06-15 15:52:41``.
 

@@ -101,3 +101,27 @@ def test_remembered_code_and_unit_readings_never_cross_delimiter_sets() -> None:
     for _ in range(2):
         assert fast(text, cm).observations == extract_reference(text).observations != ()
         assert fast(other, cm).observations == ()
+
+
+def test_memoised_readings_never_hold_oversized_field_text() -> None:
+    """Units, timestamps, labels and OBX-3 codes are remembered only when short: a sender
+    filling those fields with a megabyte each cannot pin thousands of them in memory."""
+    from rems_ingest.hl7v2.codes import CodeMap, label_disagrees, resolve_unit
+    from rems_ingest.hl7v2.memo import MAX_TEXT
+    from rems_ingest.hl7v2.message import delimiters_of
+    from rems_ingest.hl7v2.values import parse_ts
+
+    huge = "9" * (MAX_TEXT + 1)
+    for fn, short in ((parse_ts, "20260304081500"), (resolve_unit, "10*3/uL"), (label_disagrees, "Lymphocytes")):
+        before = fn.cache_info().currsize  # type: ignore[attr-defined]
+        fn(huge + "x")
+        assert before == fn.cache_info().currsize  # type: ignore[attr-defined]
+        fn(short)
+        assert fn(short) == fn(short) and fn.cache_info().hits > 0  # type: ignore[attr-defined]
+    assert parse_ts("20260304081500" + " " * MAX_TEXT) == parse_ts("20260304081500")  # same reading either way
+
+    cm = CodeMap()
+    classify = cm.field_classifier(delimiters_of("MSH|^~\\&|"))
+    long_label = "751-8^Neutrophils" + " " * MAX_TEXT + "^LN"
+    assert classify(long_label) == classify("751-8^Neutrophils^LN")[:3] + (long_label.split("^")[1],)
+    assert [["751-8^Neutrophils^LN"]] == [list(m) for m in cm.memo.values()]  # the long one was read, not kept
