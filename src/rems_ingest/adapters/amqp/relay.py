@@ -8,6 +8,7 @@ retried with back-off. Delivery is at-least-once; consumers dedupe on ``message_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.connection import make_url
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 
 from rems_ingest.adapters.amqp.topology import Topology, declare
@@ -93,7 +95,16 @@ class OutboxRelay:
 
     async def _connect(self) -> None:
         assert self.url
-        self._conn = await asyncio.wait_for(aio_pika.connect(self.url, timeout=10), 15)
+        # aio_pika.connect() drops a connection that failed half-way (broker unreachable) without
+        # closing it, and its __del__ later schedules a close nobody awaits; close it here instead
+        conn = aio_pika.Connection(make_url(self.url))
+        try:
+            await asyncio.wait_for(conn.connect(timeout=10), 15)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)
+            raise
+        self._conn = conn
         channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
         self._exchange = await declare(channel, self.topology)
         self._channel = channel
