@@ -153,6 +153,10 @@ async def test_groups_of_two_daemons_lock_shared_patients_in_one_order_and_never
         s.start()
     runs: Counter[str] = Counter()
     both_hold_one = threading.Barrier(2)
+    from rems_ingest.observability import metrics
+
+    reruns = [metrics.STORE_RETRIES.labels(r) for r in ("group_failed", "deadlock")]
+    reruns_before = [r._value.get() for r in reruns]
 
     def touch(name: str, key: PatientKey, wait_for_other: bool):  # type: ignore[no-untyped-def]
         def job(conn):  # type: ignore[no-untyped-def]
@@ -184,6 +188,7 @@ async def test_groups_of_two_daemons_lock_shared_patients_in_one_order_and_never
 
         assert ["A1", "A2", "B1", "B2"] == await asyncio.wait_for(asyncio.gather(*pending), 30)
         assert {"A1": 1, "A2": 1, "B1": 1, "B2": 1} == dict(runs)
+        assert reruns_before == [r._value.get() for r in reruns]  # rems_store_retries_total stays flat
     finally:
         for s in stores:
             s.close()

@@ -24,6 +24,8 @@ async def test_a_failing_job_in_a_group_leaves_the_others_committed_and_counted_
     gate = threading.Event()
     counter = metrics.OBSERVATIONS.labels("stored")
     before = counter._value.get()
+    reruns = metrics.STORE_RETRIES.labels("group_failed")
+    reruns_before = reruns._value.get()
 
     def blocker(conn) -> None:  # type: ignore[no-untyped-def]
         gate.wait(10)  # holds the writer so the next jobs queue up and share one group
@@ -52,6 +54,7 @@ async def test_a_failing_job_in_a_group_leaves_the_others_committed_and_counted_
         assert isinstance(results[5], ValueError)
         assert 5 == store.read(stored)
         assert 5 == counter._value.get() - before  # the failed group's attempt counted nothing
+        assert 1 == reruns._value.get() - reruns_before  # visible to operators: one group re-run job by job
     finally:
         store.close()
 

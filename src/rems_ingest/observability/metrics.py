@@ -27,6 +27,13 @@ BROKER_CONNECTED = Gauge("rems_broker_connected", "1 while the relay holds a con
 OPEN_CONNECTIONS = Gauge("rems_mllp_open_connections", "Open MLLP connections", registry=REGISTRY)
 LIMIT_HITS = Counter("rems_limit_hits_total", "Limits hit, by limit", ["limit"], registry=REGISTRY)
 STORE_FAILURES = Counter("rems_store_failures_total", "Transactions that failed (answered AE)", registry=REGISTRY)
+STORE_RETRIES = Counter(
+    "rems_store_retries_total",
+    "Work the store ran again: a shared group rolled back and re-run job by job (group_failed), or a "
+    "PostgreSQL deadlock / serialization failure retried (deadlock, serialization)",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 
 # ---------------------------------------------------------------- counting inside a transaction

@@ -33,7 +33,7 @@ T = TypeVar("T")
 log = structlog.get_logger("rems_ingest.store")
 
 
-_TRANSIENT = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+_TRANSIENT = {"40P01": "deadlock", "40001": "serialization"}  # PostgreSQL: rolled back, safe to re-run
 
 
 class StoreError(Exception):
@@ -277,6 +277,7 @@ class Store:
             except OperationalError as exc:
                 if attempt == attempts or getattr(exc.orig, "sqlstate", None) not in _TRANSIENT:
                     raise
+                metrics.STORE_RETRIES.labels(_TRANSIENT[exc.orig.sqlstate]).inc()  # type: ignore[union-attr]
                 log.warning("store_transaction_retried", sqlstate=exc.orig.sqlstate, attempt=attempt)  # type: ignore[union-attr]
 
     def _commit(self, batch: list[_Job]) -> None:
@@ -298,7 +299,7 @@ class Store:
                 with self._transaction(any(job.durable for job in batch), frozenset().union(*(job.locks for job in batch))) as conn:
                     results = [job.fn(conn) for job in batch]
             except Exception:  # noqa: BLE001 - fall back to one transaction per job below
-                pass
+                metrics.STORE_RETRIES.labels("group_failed").inc()
             else:
                 for job, result in zip(batch, results):
                     job.outcome = (False, result)
