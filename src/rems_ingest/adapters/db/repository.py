@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Sequence
 
 import orjson
-from sqlalchemy import delete, event, func, insert, or_, select, tuple_, update
+from sqlalchemy import delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from rems_ingest.adapters.db import codec
@@ -74,6 +74,11 @@ _SQL = {
 }
 _PG_SQL = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQL.items()}
 _PG_SQL["patient_lock"] = _PG_SQL["patient"] + " FOR UPDATE"  # per-patient serialization across daemons
+_PG_SQL["lock_patients"] = (  # one statement text whatever the number of patients (prepared once)
+    "SELECT p.patient_id, p.authority FROM patient p "
+    "JOIN unnest(%(ids)s::text[], %(auths)s::text[]) AS k(pid, auth) ON p.patient_id = k.pid AND p.authority = k.auth "
+    "ORDER BY p.patient_id, p.authority FOR UPDATE OF p"
+)
 _SQL["patient_lock"] = _SQL["patient"]  # SQLite: the single writer already serializes
 
 
@@ -221,15 +226,10 @@ class Repository:
 
     def lock_patients(self, keys: Sequence[PatientKey]) -> None:
         """Lock these patients' rows ahead of a transaction's work, in one order every daemon
-        shares (PostgreSQL; see Store.write): the existing rows in one statement, in the
+        shares (PostgreSQL only; see Store.write): the existing rows in one statement, in the
         database's order, then any new patient is created and locked one by one."""
-        found = self.conn.execute(
-            select(patient.c.patient_id, patient.c.authority)
-            .where(tuple_(patient.c.patient_id, patient.c.authority).in_([(k.id, k.authority) for k in keys]))
-            .order_by(patient.c.patient_id, patient.c.authority)
-            .with_for_update()
-        )
-        existing = {PatientKey(r.patient_id, r.authority) for r in found}
+        found = self._raw("lock_patients", {"ids": [k.id for k in keys], "auths": [k.authority for k in keys]}).fetchall()
+        existing = {PatientKey(pid, auth) for pid, auth in found}
         now = datetime.now(timezone.utc).isoformat()  # a new row's updated_at; its first save overwrites it
         for key in keys:
             if key not in existing:
