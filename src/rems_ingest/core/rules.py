@@ -204,6 +204,9 @@ def _alert(kind: AlertKind, cause: str, on: date, reason: str = "", severity: Se
 
 _Transition = tuple[Phase, tuple[AlertKind, ...]]
 
+# a low result in these phases is an *initial* report (rules.md 1.3): it needs a 24 h repeat
+_INITIAL_REPORT_PHASES = frozenset({Phase.NORMAL, Phase.DISC_MONITOR, Phase.POST_EPISODE_WEEKLY})
+
 
 def _gp_transition(policy: RulesPolicy, s: PatientState, cat: Category) -> _Transition:
     ph = s.phase
@@ -211,6 +214,8 @@ def _gp_transition(policy: RulesPolicy, s: PatientState, cat: Category) -> _Tran
     if cat is Category.SEVERE:
         if ph is Phase.GP_SEV_DAILY:
             return ph, ()
+        if ph in _INITIAL_REPORT_PHASES:  # rules.md 1.3 / 8: every initial low report gets the 24 h repeat
+            return Phase.GP_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY, K.CONFIRM_REPEAT)
         return Phase.GP_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY)
     if cat is Category.MODERATE:
         if ph in (Phase.NORMAL, Phase.DISC_MONITOR, Phase.POST_EPISODE_WEEKLY):
@@ -223,8 +228,8 @@ def _gp_transition(policy: RulesPolicy, s: PatientState, cat: Category) -> _Tran
     if cat is Category.MILD:
         if ph in (Phase.NORMAL, Phase.DISC_MONITOR):
             return Phase.GP_MILD, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
-        if ph is Phase.POST_EPISODE_WEEKLY:
-            return Phase.GP_MILD, (K.INCREASE_MONITORING,)
+        if ph is Phase.POST_EPISODE_WEEKLY:  # a new dip: the 24 h repeat (+1 d), section 7
+            return Phase.GP_MILD, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
         if ph is Phase.GP_MOD_DAILY:
             return Phase.GP_MOD_RECOVERY, (K.RESUME_THERAPY,)
         if ph is Phase.GP_SEV_DAILY:
@@ -252,12 +257,14 @@ def _ben_transition(policy: RulesPolicy, s: PatientState, cat: Category, anc: De
     if cat is Category.SEVERE:
         if ph is Phase.BEN_SEV_DAILY:
             return ph, ()
+        if ph in _INITIAL_REPORT_PHASES:
+            return Phase.BEN_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY, K.CONFIRM_REPEAT)
         return Phase.BEN_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY)
     if cat is Category.BEN_NEUTROPENIA:
         if ph in (Phase.NORMAL, Phase.DISC_MONITOR):
             return Phase.BEN_NEUT, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
         if ph is Phase.POST_EPISODE_WEEKLY:
-            return Phase.BEN_NEUT, (K.INCREASE_MONITORING,)
+            return Phase.BEN_NEUT, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
         if ph is Phase.BEN_SEV_DAILY:
             return Phase.BEN_SEV_RECOVERY, ()
         if ph is Phase.SEV_RECOVERED_HOLD:
@@ -325,7 +332,9 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
             alerts.append(
                 _alert(
                     AlertKind.EMERGENCY,
-                    f"prelim:{e.key}",
+                    # the final result for this specimen raises the same identity (one page,
+                    # one alert id): a consumer de-duplicating by id sees one emergency
+                    f"anc:{e.key}",
                     e.on,
                     reason="PRELIMINARY severe neutropenia result: verify now; state changes only on the final result",
                     provisional="true",
@@ -350,6 +359,11 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
             return s, alerts, f"{cat.value}; patient not enrolled: kept as a possible baseline"
         s, more, why = _evaluate_baseline(policy, s, e.on, cause)
         return s, alerts + more, why
+
+    if s.held_other_since is not None or s.discontinued:
+        # a restart after >= 30 days needs a fresh baseline, often drawn on the restart day
+        # (which sorts before the resume event): keep what was drawn while off therapy
+        s = evolve(s, pre_values=(s.pre_values + ((e.on, e.value),))[-10:])
 
     if s.phase is Phase.CLOSED:
         return evolve(s, latest=latest, next_due=None), alerts, f"{cat.value}; monitoring closed"
@@ -529,15 +543,22 @@ def _on_clinical(policy: RulesPolicy, s: PatientState, e: ClinicalEvent) -> tupl
     if e.type == "interrupt":
         if t is not TreatmentStatus.ACTIVE:
             raise EventNotAllowed(f"therapy is not active (status {t.value}); nothing to interrupt")
-        return evolve(s, held_other_since=e.on), [], "therapy held for a non-hematologic reason; monitoring continues"
+        return evolve(s, held_other_since=e.on, pre_values=()), [], "therapy held for a non-hematologic reason; monitoring continues"
     if e.type == "resume":
         return _resume(policy, s, e, cause)
     if e.type == "discontinue":
         if t is TreatmentStatus.DISCONTINUED:
             raise EventNotAllowed("therapy is already discontinued")
-        s = evolve(s, discontinued=True, discontinued_on=e.on, held_other_since=None, override_rationale="")
+        s = evolve(s, discontinued=True, discontinued_on=e.on, held_other_since=None, override_rationale="", pre_values=())
         if s.phase in (Phase.SEV_RECOVERED_HOLD, Phase.PRE):
-            return evolve(s, phase=Phase.CLOSED, next_due=None), [], "discontinued; ANC already recovered"
+            return evolve(s, phase=Phase.CLOSED, next_due=None, pending_confirm_until=None), [], "discontinued; ANC already recovered"
+        recovered = s.latest is not None and _recovered(policy, s, s.latest.value)
+        if s.phase in (Phase.NORMAL, Phase.POST_EPISODE_WEEKLY) and recovered and s.latest is not None and (not e.abrupt or s.latest.on >= e.on):
+            # rules.md 3.4: after a planned stop with no neutropenia in progress nothing is left
+            # to follow; an abrupt stop is followed until an ANC in the normal range, and one
+            # drawn on the day of the stop is that ANC (it sorts before the same-day event).
+            # The fever rule (section 4) still applies for 14 days.
+            return evolve(s, phase=Phase.CLOSED, next_due=None, pending_confirm_until=None), [], "discontinued with the latest ANC in the normal range: monitoring ends"
         if s.phase in (Phase.NORMAL, Phase.POST_EPISODE_WEEKLY):
             s = evolve(s, phase=Phase.DISC_MONITOR, interval=frequency_of(s))
         return s, [], "discontinued: keep monitoring until the ANC is in the normal range"
@@ -593,17 +614,35 @@ def _resume(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) 
     gap = (e.on - since).days
     if gap < 0:
         raise EventNotAllowed("resume date is before the interruption")
-    s = evolve(s, held_other_since=None, discontinued=False, discontinued_on=None)
+    drawn_off_therapy = tuple(p for p in s.pre_values if p[0] >= since)
+    s = evolve(s, held_other_since=None, discontinued=False, discontinued_on=None, pre_values=())
     if gap >= policy.interruption_new_patient_days:
-        s = evolve(s, phase=Phase.PRE, therapy_start=e.on, pre_values=(), next_due=None, stepdown_offered=None, last_abnormal_on=None)
+        # rules.md 3.3 / section 7: a new patient. A baseline drawn since the stop (within the
+        # baseline window) counts at once, so a same-day baseline starts weekly monitoring.
+        s = evolve(
+            s,
+            phase=Phase.PRE,
+            therapy_start=e.on,
+            pre_values=drawn_off_therapy,
+            next_due=None,
+            pending_confirm_until=None,
+            stepdown_offered=None,
+            last_abnormal_on=None,
+            weekly_block_count=0,
+            post_episode_dip=False,
+        )
+        detail = {"new_patient": "true"}
+        if gap >= policy.retitration_after_days:
+            detail["retitration_required"] = "true"
         a = _alert(
             AlertKind.INCREASE_MONITORING,
             cause,
             e.on,
             reason=f"Restart after {gap} days: monitor as a new patient; a new baseline ANC is required",
-            new_patient="true",
+            **detail,
         )
-        return s, [a], f"gap {gap} days >= {policy.interruption_new_patient_days}: new patient"
+        s, more, why = _evaluate_baseline(policy, s, e.on, cause)
+        return s, [a, *more], f"gap {gap} days >= {policy.interruption_new_patient_days}: new patient; {why}"
     if s.phase in (Phase.CLOSED, Phase.DISC_MONITOR):
         s = evolve(s, phase=Phase.NORMAL)
         if s.next_due is None:
