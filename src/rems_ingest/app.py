@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -28,6 +29,7 @@ from rems_ingest.config import Settings
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.clinic import ClinicService
 from rems_ingest.service.ingest import IngestService
+from rems_ingest.supervision import Supervisor
 
 log = structlog.get_logger("rems_ingest.app")
 
@@ -83,50 +85,76 @@ class Daemon:
         self.policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
         self.store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max)
         self.relay = OutboxRelay(self.store, s.amqp.resolved_url(), Topology.with_prefix(s.amqp.topology_prefix, s.amqp.queue_type), batch=s.amqp.batch, publish_timeout=s.amqp.publish_timeout_seconds)
-        self.ingest = IngestService(
-            self.store,
-            self.policy,
-            processing_ids=tuple(p.upper() for p in s.mllp.processing_ids),
-            default_charset=s.mllp.default_charset,
-            max_segments=s.mllp.max_segments,
-            code_map=s.mllp.code_map(),
-            application=s.mllp.application,
-            facility=s.mllp.facility,
-        )
+        self.ingest = IngestService(self.store, self.policy, **s.mllp.ingest_options())
         self.ingest.on_alerts = self.relay.wake
         self.clinic = ClinicService(self.store, self.policy, timezone=s.rules.timezone, on_alerts=self.relay.wake)
         self.server = MllpServer(
             self.ingest,
             host=s.mllp.host,
             port=s.mllp.port,
-            limits=Limits(s.mllp.max_frame_bytes, s.mllp.max_connections, s.mllp.idle_timeout_seconds, s.mllp.frame_timeout_seconds, s.mllp.allow),
+            limits=Limits(s.mllp.max_frame_bytes, s.mllp.max_connections, s.mllp.idle_timeout_seconds, s.mllp.frame_timeout_seconds, s.mllp.allow, s.mllp.max_connections_per_source, s.mllp.max_junk_bytes),
             ssl_context=tls_context(s),
             reuse_port=s.mllp.reuse_port,
         )
         self.http_port = 0
         self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = Supervisor(self.stop)
+        self._sweep_retry = False
         self.started = asyncio.Event()
 
     def readiness(self) -> dict[str, Any]:
-        """Store answering, daemon started, and alerts leaving: a configured broker that has been
-        unreachable while an alert waited longer than amqp.ready_max_outbox_age_seconds is not ready."""
-        store_ok = self.store.ping()
-        broker = "disabled" if not self.relay.url else ("connected" if self.relay.connected else "unreachable")
+        """Ready only when every part that keeps patients safe is working, and the body says
+        which part is not (issue #12):
+        - the store answers and its last write did not fail (disk full, unreachable);
+        - every supervised background task is up (one that keeps failing is not);
+        - alerts leave: with the broker connected, none has waited longer than
+          amqp.ready_max_outbox_age_seconds (a stuck relay); with the broker down, that is
+          reported at once and is "not ready" only past the same age, as before."""
+        max_age = self.settings.amqp.ready_max_outbox_age_seconds
+        reasons: list[str] = []
+        reachable = self.store.ping()
         pending, oldest_age = 0, 0.0
-        if store_ok:
+        if reachable:
             try:
                 pending, oldest = self.store.read(lambda c: Repository(c).outbox_stats())
                 oldest_age = (utcnow() - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
             except Exception:  # noqa: BLE001 - a store that cannot answer is not ready
-                store_ok = False
-        alerts_flowing = broker != "unreachable" or oldest_age <= self.settings.amqp.ready_max_outbox_age_seconds
+                reachable = False
+        failing_since = self.store.write_failing_since
+        if not reachable:
+            store = "unreachable"
+            reasons.append("store unreachable")
+        elif failing_since is not None:
+            store = "write_failing"
+            reasons.append(f"store writes failing for {time.monotonic() - failing_since:.0f} s")
+        else:
+            store = "ok"
+        tasks = self.supervisor.statuses()
+        for name in self.supervisor.down():
+            reasons.append(f"background task {name} keeps failing")
+        relay_up = tasks.get("relay") in ("ok", None)
+        if not self.relay.url:
+            broker = "disabled"
+        elif self.relay.connected:
+            broker = "connected"
+        else:
+            broker = "unreachable" if relay_up else "unknown (relay restarting)"
+        if self.relay.url and pending and oldest_age > max_age:
+            if self.relay.connected:
+                reasons.append(f"alerts pending {oldest_age:.0f} s with the broker connected: publishing is stuck")
+            else:
+                reasons.append(f"alerts pending {oldest_age:.0f} s with the broker {broker}")
+        if not self.started.is_set():
+            reasons.append("starting")
         return {
-            "ready": store_ok and self.started.is_set() and alerts_flowing,
-            "store": "ok" if store_ok else "unreachable",
+            "ready": not reasons,
+            "reasons": reasons,
+            "store": store,
             "broker": broker,
+            "tasks": tasks,
             "outbox_pending": pending,
             "outbox_oldest_pending_seconds": round(oldest_age, 1),
+            "last_publish_at": datetime.fromtimestamp(self.relay.last_publish, timezone.utc).isoformat() if self.relay.last_publish else None,
             "rules_profile": self.policy().label,
         }
 
@@ -140,19 +168,27 @@ class Daemon:
         site = web.TCPSite(self._runner, s.http.host, s.http.port)
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._tasks = [asyncio.create_task(self.relay.run(self.stop), name="relay"), asyncio.create_task(self._sweeper(), name="sweeper")]
+        self.supervisor.spawn("relay", lambda: self.relay.run(self.stop))
+        self.supervisor.spawn("outbox_gauges", lambda: self.relay.watch_backlog(self.stop))
+        self.supervisor.spawn("overdue_sweeper", self._sweeper)
         self.started.set()
         log.info("daemon_started", mllp_port=self.server.bound_port, http_port=self.http_port, store=self.store.dialect, broker="configured" if self.relay.url else "none (alerts held in outbox)", rules_profile=self.policy().label)
 
     async def _sweeper(self) -> None:
+        """The periodic overdue sweep. A failed sweep propagates to the supervisor (logged,
+        counted, restarted) and is retried after its back-off rather than a whole interval
+        later, so one that keeps failing shows as a failing task on /readyz."""
         while not self.stop.is_set():
-            try:
-                await asyncio.wait_for(self.stop.wait(), self.settings.sweep.interval_seconds)
-            except asyncio.TimeoutError:
+            if not self._sweep_retry:
                 try:
-                    await self.clinic.sweep_overdue()
-                except Exception as exc:  # noqa: BLE001 - the next sweep retries; never kill the daemon
-                    log.error("overdue_sweep_failed", error=type(exc).__name__)
+                    await asyncio.wait_for(self.stop.wait(), self.settings.sweep.interval_seconds)
+                except asyncio.TimeoutError:
+                    pass
+                if self.stop.is_set():
+                    return
+            self._sweep_retry = True
+            await self.clinic.sweep_overdue()
+            self._sweep_retry = False
 
     async def shutdown(self) -> None:
         grace = self.settings.shutdown_grace_seconds
@@ -165,9 +201,7 @@ class Daemon:
                 await asyncio.wait_for(self.relay.drain_once(), grace / 2)
             except Exception:  # noqa: BLE001 - anything unpublished stays in the outbox
                 pass
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.cancel()
         try:
             pending: int | str = await self.store.aread(lambda c: Repository(c).outbox_stats()[0])
         except Exception:  # noqa: BLE001 - shutting down anyway; the rows are on disk

@@ -272,7 +272,7 @@ def import_patients(ctx: click.Context, file: Path, actor: str) -> None:
 @cli.command()
 @click.option("--id", "ids", type=int, multiple=True, help="Stored message id (repeatable).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]), help="Messages received at or after this time (UTC if no offset).")
-@click.option("--status", type=click.Choice(["PROCESSED", "FILTERED", "REPLAYED"]), help="Only messages in this status (FILTERED: no ANC was found).")
+@click.option("--status", type=click.Choice(["PROCESSED", "FILTERED", "REPLAYED", "REJECTED"]), help="Only messages in this status (FILTERED: no ANC was found; REJECTED: answered AR, kept for a replay).")
 @click.option("--with-warnings", is_flag=True, help="Only messages whose ACK carried warnings (unusable results).")
 @click.option("--dry-run", is_flag=True, help="List what would be replayed and change nothing.")
 @click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER", help="Who replays (audited).")
@@ -291,7 +291,7 @@ def replay(ctx: click.Context, ids: tuple[int, ...], since: datetime | None, sta
         since = since.replace(tzinfo=timezone.utc)
     store, _ = _clinic(ctx)
     policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
-    ingest = IngestService(store, policy, processing_ids=tuple(p.upper() for p in s.mllp.processing_ids), default_charset=s.mllp.default_charset, max_segments=s.mllp.max_segments, code_map=s.mllp.code_map())
+    ingest = IngestService(store, policy, **s.mllp.ingest_options())
     service = ReplayService(store, ingest)
 
     async def go() -> int:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 if TYPE_CHECKING:
+    from rems_ingest.core.plausibility import TimeLimits
     from rems_ingest.hl7v2.codes import CodeMap
 
 DEFAULT_CONFIG = Path("config/rems-ingest.toml")
@@ -46,9 +47,18 @@ class MllpSettings(_Section):
     reuse_port: bool = False
     max_frame_bytes: int = Field(1 << 20, ge=1024)
     max_connections: int = Field(256, ge=1)
+    # one sender address may hold at most this many connections; at max_connections the
+    # connection longest without a complete frame (and nothing in flight) is closed for a new one
+    max_connections_per_source: int = Field(16, ge=1)
+    max_junk_bytes: int = Field(4096, ge=0)  # bytes outside a frame before the connection is closed
     idle_timeout_seconds: float = Field(300, gt=0)
     frame_timeout_seconds: float = Field(60, gt=0)
     max_segments: int = Field(2000, ge=10)
+    # a result drawn further than this after its message arrived, or longer ago than
+    # max_result_age_days, is kept and reported (ERR warning + data.quality) but never moves
+    # a patient's state (a 2099 or 9999-12-31 "unknown" date would silence overdue alerts)
+    max_future_skew_hours: float = Field(24, gt=0, le=24 * 365)
+    max_result_age_days: int = Field(365, ge=1, le=36500)
     allow: list[str] = ["0.0.0.0/0", "::/0"]
     processing_ids: list[str] = ["P"]
     default_charset: str = "utf-8"
@@ -59,6 +69,25 @@ class MllpSettings(_Section):
     tls_client_ca: Path | None = None  # set to require client certificates (mutual TLS)
     # site codes in OBX-3 (code or label, case-insensitive) -> what they measure; added to the built-in list
     local_codes: dict[str, Literal["anc", "segs_abs", "bands_abs", "neut_pct", "segs_pct", "bands_pct", "wbc", "not_blood"]] = {}
+
+    def time_limits(self, baseline_window_days: int = 30) -> "TimeLimits":
+        from datetime import timedelta
+
+        from rems_ingest.core.plausibility import TimeLimits
+
+        return TimeLimits(timedelta(hours=self.max_future_skew_hours), timedelta(days=self.max_result_age_days), baseline_window_days)
+
+    def ingest_options(self) -> dict[str, Any]:
+        """The IngestService settings every entry point shares (daemon, replay, demo)."""
+        return dict(
+            processing_ids=tuple(p.upper() for p in self.processing_ids),
+            default_charset=self.default_charset,
+            max_segments=self.max_segments,
+            code_map=self.code_map(),
+            application=self.application,
+            facility=self.facility,
+            time_limits=self.time_limits(),
+        )
 
     def code_map(self) -> "CodeMap":
         from rems_ingest.hl7v2.codes import DEFAULT_LOCAL_CODES, CodeMap, Role

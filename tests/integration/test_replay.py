@@ -114,3 +114,15 @@ def test_prune_blanks_old_raw_messages_but_keeps_results_and_duplicate_detection
     again = CliRunner().invoke(cli, ["replay", "--id", str(mid)], env=env)
     assert "raw message was pruned" in again.output
     assert 2 == CliRunner().invoke(cli, ["prune", "--older-than", "0"], env=env).exit_code
+
+
+def test_a_replay_before_the_code_is_mapped_leaves_the_message_findable(tmp_path: Path) -> None:
+    asyncio.run(_feed(tmp_path))
+    runner = CliRunner()
+    base = {"REMS_STORE__URL": f"sqlite:///{tmp_path}/rems.db", "REMS_LOG__LEVEL": "WARNING"}
+    early = runner.invoke(cli, ["replay", "--status", "FILTERED"], env=base)
+    assert 0 == early.exit_code, early.output
+    assert "not replayed: no ANC extracted" in early.output
+    assert [("FILTERED",)] == _db(tmp_path, "SELECT status FROM inbound_message WHERE control_id = 'RP-1'")
+    fixed = runner.invoke(cli, ["replay", "--status", "FILTERED"], env={**base, "REMS_MLLP__LOCAL_CODES": '{"NEUTA": "anc"}'})
+    assert "FILTERED -> REPLAYED, observations 0 -> 1" in fixed.output

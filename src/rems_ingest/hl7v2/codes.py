@@ -169,3 +169,16 @@ def resolve_unit(field_value: str, component_sep: str = "^") -> tuple[Decimal | 
         if f is not None:
             return f, candidate.strip()
     return None, comps[0].strip()
+
+
+# OBR-4 orders that are a blood count: LOINC panels, and the words labs put in local codes
+_CBC_LOINC = frozenset({"58410-2", "57021-8", "57782-5", "69742-5", "55429-5", "24317-0", "24318-8", "24359-2", "57022-6", "33255-1"})
+_CBC_WORDS = ("CBC", "FBC", "BLOOD COUNT", "HEMOGRAM", "HAEMOGRAM", "DIFFERENTIAL")
+
+
+def is_blood_count_order(field: str, component: str = "^") -> bool:
+    """True when OBR-4 (universal service id) names a full blood count or a differential."""
+    comps = [c.strip().upper() for c in field.split(component)[:6]]
+    if any(c in _CBC_LOINC for c in comps):
+        return True
+    return any(w in c for c in comps for w in _CBC_WORDS)

@@ -17,6 +17,7 @@ from rems_ingest.core.model import PatientKey, ResultStatus
 from rems_ingest.hl7v2 import codes as codes_mod
 from rems_ingest.hl7v2.codes import PERCENT, CodeMap, Role, label_disagrees, resolve_unit
 from rems_ingest.hl7v2.errors import (
+    DataTypeError,
     RequiredFieldMissing,
     UnsupportedEvent,
     UnsupportedMessageType,
@@ -27,6 +28,11 @@ from rems_ingest.hl7v2.message import Delimiters, delimiters_of, segments, unesc
 from rems_ingest.hl7v2.values import parse_numeric, parse_ts
 
 SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
+# Longest identifiers the store holds (the same on SQLite and PostgreSQL): a longer one is
+# rejected at parse time (AR naming the field), never a store error answered AE for ever.
+MAX_ID_CHARS = 199  # PID-3 CX.1 and CX.4, OBR-3/2 EI.1
+MAX_CODE_CHARS = 80  # OBX-3 CE.1
+MAX_SUB_ID_CHARS = 20  # OBX-4
 MAX_ANC = Decimal(100_000)
 _STATUS = {
     "F": ResultStatus.FINAL,
@@ -98,6 +104,7 @@ class Issue:
     code: int  # HL7 table 0357
     location: str
     reason: str
+    enrolled_only: bool = False  # raise a data.quality alert only for an enrolled patient (ERR W always)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +177,7 @@ class _Group:
     obr_status: str
     obr_index: int
     rows: list[_Row] = field(default_factory=list)
+    blood_count_order: bool = False  # OBR-4 names a CBC / differential
 
 
 def _patient(pid: SegmentView, d: Delimiters) -> tuple[PatientKey | None, str]:
@@ -216,6 +224,8 @@ def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeM
     def flush() -> None:
         if group is not None and group.rows:
             _finish_group(group, header, d, observations, issues)
+        elif group is not None and group.blood_count_order and group.patient is not None:
+            issues.append(_anc_not_read(group))
 
     for seg in segs[1:]:
         name = seg.name
@@ -227,7 +237,7 @@ def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeM
             flush()
             obr_count += 1
             filler = seg[3].split(d.component)[0].strip() or seg[2].split(d.component)[0].strip()
-            group = _Group(patient, patient_issue, unescape(filler, d), seg[7], seg[25].strip().upper(), obr_count)
+            group = _Group(patient, patient_issue, unescape(filler, d), seg[7], seg[25].strip().upper(), obr_count, blood_count_order=codes_mod.is_blood_count_order(seg[4], d.component))
         elif name == "OBX":
             if group is None:  # OBX without an OBR (or after SPM in some feeds): keep it, key on MSH-10
                 obr_count += 1
@@ -259,6 +269,34 @@ def _status(row: _Row, group: _Group) -> ResultStatus | None:
     return _STATUS.get(code)
 
 
+_NEUTROPHIL_ROLES = frozenset({Role.ANC, Role.SEGS_ABS, Role.NEUT_PCT, Role.SEGS_PCT, Role.NEUT_FRACTION})
+_BLOOD_COUNT_ROLES = frozenset({Role.WBC, Role.BANDS_ABS, Role.BANDS_PCT})
+
+
+def _anc_not_read(g: _Group) -> Issue:
+    return Issue(
+        g.patient,
+        103,
+        f"OBR^{g.obr_index}^4",
+        "blood count without a recognised neutrophil count: ANC not read (unknown code? map it in mllp.local_codes)",
+        enrolled_only=True,
+    )
+
+
+def _check_limits(g: _Group) -> None:
+    """Identifiers longer than the store holds: a permanent problem of this message (AR)."""
+    p = g.patient
+    if p is not None and (len(p.id) > MAX_ID_CHARS or len(p.authority) > MAX_ID_CHARS):
+        raise DataTypeError(f"patient identifier or authority longer than {MAX_ID_CHARS} characters", "PID^1^3")
+    if len(g.filler) > MAX_ID_CHARS:
+        raise DataTypeError(f"filler order number longer than {MAX_ID_CHARS} characters", f"OBR^{g.obr_index}^3")
+    for r in g.rows:
+        if len(r.code) > MAX_CODE_CHARS:
+            raise DataTypeError(f"observation code longer than {MAX_CODE_CHARS} characters", f"OBX^{r.index}^3")
+        if len(r.sub_id) > MAX_SUB_ID_CHARS:
+            raise DataTypeError(f"observation sub-id longer than {MAX_SUB_ID_CHARS} characters", f"OBX^{r.index}^4")
+
+
 def _finish_group(g: _Group, h: Header, d: Delimiters, out: list[Observation], issues: list[Issue]) -> None:
     def loc(r: _Row) -> str:
         return f"OBX^{r.index}^5"
@@ -269,12 +307,21 @@ def _finish_group(g: _Group, h: Header, d: Delimiters, out: list[Observation], i
     if g.patient is None:
         issues.append(Issue(None, 101, "PID^1^3", f"{g.patient_issue}: results not attached to any patient"))
         return
+    _check_limits(g)
+    if not any(r.role in _NEUTROPHIL_ROLES for r in rows):
+        # a blood count (WBC or a differential, or a CBC order) whose ANC we could not read:
+        # tell the lab in the ACK rather than file it silently (issue #13)
+        if g.blood_count_order or any(r.role in _BLOOD_COUNT_ROLES for r in rows):
+            issues.append(_anc_not_read(g))
+        return
     for r in rows:
         if r.role in (Role.ANC, Role.SEGS_ABS, Role.NEUT_PCT) and label_disagrees(r.label):
             issues.append(Issue(g.patient, 103, f"OBX^{r.index}^3", f"code {r.code} is a neutrophil code but its label names another cell type"))
     rows = [r for r in rows if not (r.role in (Role.ANC, Role.SEGS_ABS, Role.NEUT_PCT) and label_disagrees(r.label))]
     observed = parse_ts(g.obr_time) or parse_ts(h.message_time)
     filler = g.filler or f"{h.control_id}/{g.obr_index}"
+    if len(filler) > MAX_ID_CHARS + 8:
+        raise DataTypeError(f"message control id longer than {MAX_ID_CHARS} characters (it keys results without a filler order number)", "MSH^1^10")
 
     def when(r: _Row) -> datetime | None:
         return parse_ts(r.obs_time) or observed

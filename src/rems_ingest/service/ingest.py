@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.db.store import Store
 from rems_ingest.core.errors import CoreError
-from rems_ingest.core.model import Alert, AlertKind, AncResult, PatientKey, Severity, event_sort_key
+from rems_ingest.core.model import Alert, AlertKind, AncResult, PatientKey, Phase, Severity, event_sort_key
+from rems_ingest.core.plausibility import TimeLimits, implausible_draw_time
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.hl7v2.ack import ErrDetail, build_ack, commit_code, wants
 from rems_ingest.hl7v2.codes import CodeMap
@@ -33,6 +34,21 @@ from rems_ingest.service.patients import apply_event, outbox_row
 log = structlog.get_logger("rems_ingest.ingest")
 
 _ERR_TEXT = {100: "Segment sequence error", 101: "Required field missing", 102: "Data type error", 103: "Table value not found", 207: "Application internal error"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Could the same message succeed later? Store unreachable, locked, full, a lost
+    connection or a constraint race: yes (AE). A value the store refuses (too long, out of
+    range) or an error in processing this message's content: no (AR, kept as REJECTED)."""
+    from sqlalchemy.exc import DataError, DBAPIError
+
+    from rems_ingest.adapters.db.store import StoreError
+
+    if isinstance(exc, (StoreError, OSError, TimeoutError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return not isinstance(exc, DataError)
+    return False
 
 
 def patient_ref(key: PatientKey | None) -> str:
@@ -70,6 +86,7 @@ class IngestService:
     default_charset: str = "utf-8"
     max_segments: int = 2000
     code_map: CodeMap = field(default_factory=CodeMap)
+    time_limits: TimeLimits = field(default_factory=TimeLimits)
     application: str = "REMS_INGEST"
     facility: str = ""
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
@@ -127,23 +144,30 @@ class IngestService:
         h = m.header
         if m.error is not None:
             e = m.error
-            code, errors, text = e.ack_code, [ErrDetail(e.err_code, e.err_text, e.location, "E", e.text)], e.text
-            result = IngestResult(code)
+            result = IngestResult(e.ack_code, [dict(code=e.err_code, text=e.err_text, location=e.location, severity="E", message=e.text)])
+            if h is not None and m.text and e.ack_code == "AR":
+                result = await self._keep_rejected(m, now, result)
         else:
             assert m.extraction is not None and h is not None
             try:
                 result = await self.store.write(lambda conn: self._ingest(conn, m, now), locks=(o.patient for o in m.extraction.observations))
-            except Exception as exc:  # noqa: BLE001 - never AA without a commit; AE lets the sender resend
-                metrics.STORE_FAILURES.inc()
-                log.error("hl7_store_failed", control_id=h.control_id, error=type(exc).__name__)
-                err = StoreUnavailable("message could not be stored; resend later")
-                result = IngestResult(err.ack_code)
-                result.errors = [dict(code=err.err_code, text=err.err_text, location="", severity="E", message=err.text)]
-            code = result.ack_code
+            except Exception as exc:  # noqa: BLE001 - never AA without a commit
+                if is_transient(exc):  # AE: the same message can succeed once the store is back
+                    metrics.STORE_FAILURES.inc()
+                    log.error("hl7_store_failed", control_id=h.control_id, error=type(exc).__name__)
+                    err = StoreUnavailable("message could not be stored; resend later")
+                    result = IngestResult(err.ack_code)
+                    result.errors = [dict(code=err.err_code, text=err.err_text, location="", severity="E", message=err.text)]
+                else:  # this message can never be stored as it is: AR, kept as REJECTED for a replay
+                    metrics.PERMANENT_FAILURES.inc()
+                    log.error("hl7_message_rejected", control_id=h.control_id, error=type(exc).__name__)
+                    reason = f"message could not be processed ({type(exc).__name__}); kept for replay"
+                    result = await self._keep_rejected(m, now, IngestResult("AR", [dict(code=207, text=_ERR_TEXT[207], location="", severity="E", message=reason)]))
             if result.alerts and not result.duplicate:
                 self.on_alerts()
-            errors = [ErrDetail(**x) for x in result.errors]
-            text = "; ".join(x.message for x in errors if x.severity == "E")
+        code = result.ack_code
+        errors = [ErrDetail(**x) for x in result.errors]
+        text = "; ".join(x.message for x in errors if x.severity == "E")
         ack: str | None = build_ack(h, code, control_id=self._control_id(), now=now, text=text, errors=errors, application=self.application, facility=self.facility)
         app_ack = None
         if h is not None and h.enhanced:
@@ -169,6 +193,39 @@ class IngestService:
             latency_ms=round(latency * 1000, 3),
         )
         return ack, app_ack
+
+    async def _keep_rejected(self, m: ParsedMessage, now: datetime, result: IngestResult) -> IngestResult:
+        """Store a message answered AR as REJECTED with its reason: it is never lost, a replay
+        can take it once the cause is fixed, and a resend gets the same answer. If even that
+        write fails the answer stays AR (resending the same bytes cannot fix the message)."""
+        h = m.header
+        assert h is not None
+
+        def tx(conn: Connection) -> IngestResult:
+            repo = Repository(conn)
+            dkey = dedupe_key(h, m.text)
+            msg_id = repo.insert_message(
+                dedupe_key=dkey,
+                sending_app=h.sending_app[:200],
+                sending_facility=h.sending_facility[:200],
+                control_id=h.control_id[:200],
+                received_at=now.isoformat(),
+                status="REJECTED",
+                ack_code=result.ack_code,
+                ack_detail=json.dumps(result.errors),
+                charset=m.charset,
+                raw=m.text.encode("utf-8", "surrogateescape"),
+            )
+            if msg_id is None:
+                found = repo.find_message(dkey)
+                return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
+            return result
+
+        try:
+            return await self.store.write(tx)
+        except Exception as exc:  # noqa: BLE001 - the answer is AR either way
+            log.error("hl7_rejected_not_kept", control_id=h.control_id, error=type(exc).__name__)
+            return result
 
     # ------------------------------------------------------------ the transaction
 
@@ -198,9 +255,11 @@ class IngestService:
         repo.insert_observations([{**r, "message_id": msg_id} for r in obs_rows])
         return result
 
-    def apply_message(self, repo: Repository, m: ParsedMessage, dkey: str, now: datetime) -> tuple[IngestResult, list[dict[str, Any]]]:
+    def apply_message(self, repo: Repository, m: ParsedMessage, dkey: str, now: datetime, received_at: datetime | None = None) -> tuple[IngestResult, list[dict[str, Any]]]:
         """Rules and outbox for one parsed message, inside the caller's transaction (live
-        ingest and replay share it). Returns the result and the observation rows to store."""
+        ingest and replay share it). Returns the result and the observation rows to store.
+        ``received_at``: when the message first arrived (a replay judges draw times by it)."""
+        received = received_at or now
         h, ex = m.header, m.extraction
         assert h is not None and ex is not None
         policy = self.policy()
@@ -209,7 +268,7 @@ class IngestService:
         errors: list[dict[str, Any]] = []
         alerts = 0
         refs: list[str] = []
-        quality: list[tuple[PatientKey | None, int, str, str]] = [(i.patient, i.code, i.location, i.reason) for i in ex.issues]
+        quality: list[tuple[PatientKey | None, int, str, str, bool]] = [(i.patient, i.code, i.location, i.reason, i.enrolled_only) for i in ex.issues]
         events = sorted(
             ((o, AncResult(o.result_key, o.anc, o.observed_at, o.status, o.censored, o.derived, o.wbc)) for o in ex.observations),
             key=lambda pair: event_sort_key(pair[1]),
@@ -217,6 +276,12 @@ class IngestService:
         for obs, event in events:
             row = repo.patient(obs.patient, create=True, lock=True, now=now.isoformat())
             assert row is not None
+            on_therapy = row.state.therapy_start if row.state.enrolled and row.state.phase is not Phase.PRE else None
+            implausible = implausible_draw_time(obs.observed_at, received, self.time_limits, on_therapy)
+            if implausible is not None:
+                quality.append((obs.patient, 102, "OBX^14", implausible, False))
+                metrics.count(metrics.OBSERVATIONS, "rejected")
+                continue
             obs_rows.append(dict(
                 patient_pk=row.pk,
                 result_key=obs.result_key[:400],
@@ -233,18 +298,20 @@ class IngestService:
             try:
                 applied = apply_event(repo, policy, obs.patient, event, cause=cause, now=now, row=row)
             except CoreError as exc:
-                quality.append((obs.patient, 102, "OBX", str(exc)))
+                quality.append((obs.patient, 102, "OBX", str(exc), False))
                 metrics.count(metrics.OBSERVATIONS, "rejected")
                 continue
             # results for patients nobody enrolled are kept (as possible baselines) and counted
             metrics.count(metrics.OBSERVATIONS, "stored" if applied.state.enrolled else "stored_not_enrolled")
             alerts += len(applied.alerts)
             refs.append(patient_ref(obs.patient))
-        for n, (pkey, code, location, reason) in enumerate(quality):
+        for n, (pkey, code, location, reason, enrolled_only) in enumerate(quality):
             metrics.count(metrics.OBSERVATIONS, "data_quality")
             row = repo.patient(pkey, create=False, lock=False) if pkey else None
+            errors.append(dict(code=code, text=_ERR_TEXT.get(code, "Application error"), location=location, severity="W", message=reason))
+            if enrolled_only and (row is None or not row.state.enrolled):
+                continue  # the lab hears it in the ACK; nobody is paged for a patient not on clozapine
             alert = Alert(AlertKind.DATA_QUALITY, f"dq:{dkey[:24]}:{n}", now.date(), Severity.NORMAL, reason, (("hl7_error_code", str(code)), ("location", location)))
             repo.add_alerts([outbox_row(pkey or PatientKey(""), row.pk if row else None, alert, row.state if row else None, row.version if row else 0, cause, policy, now)])
             alerts += 1
-            errors.append(dict(code=code, text=_ERR_TEXT.get(code, "Application error"), location=location, severity="W", message=reason))
         return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs), obs_rows

@@ -19,7 +19,14 @@ from rems_ingest.adapters.db.store import Store
 from rems_ingest.hl7v2.frame import parse_text
 from rems_ingest.service.ingest import IngestService
 
-STATUSES = ("PROCESSED", "FILTERED", "REPLAYED")
+STATUSES = ("PROCESSED", "FILTERED", "REPLAYED", "REJECTED")
+
+
+def _when(stamp: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -44,7 +51,14 @@ class ReplayService:
         def tx(conn: Any) -> dict[str, Any]:
             repo = Repository(conn)
             before = repo.observation_count(row.id)
-            result, obs_rows = self.ingest.apply_message(repo, m, row.dedupe_key, now)
+            result, obs_rows = self.ingest.apply_message(repo, m, row.dedupe_key, now, received_at=_when(row.received_at))
+            if not obs_rows and not before:
+                # nothing new was read (the site code is still unknown, say): the message stays
+                # findable by its status for the replay after the fix
+                summary = {"message_id": row.id, "control_id": row.control_id, "replayed": False, "previous_status": row.status,
+                           "reason": "no ANC extracted; status unchanged", "warnings": [e["message"] for e in result.errors]}
+                repo.audit(now, actor, "replay", None, {k: v for k, v in summary.items() if k != "warnings"})
+                return summary
             repo.replace_observations(row.id, obs_rows)
             repo.mark_replayed(row.id, json.dumps(result.errors))
             summary = {

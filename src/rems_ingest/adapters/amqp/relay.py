@@ -43,9 +43,14 @@ class OutboxRelay:
     topology: Topology = field(default_factory=Topology)
     batch: int = 500
     publish_timeout: float = 10.0
-    lease_seconds: float = 60.0
+    # a claimed row is someone else's to publish once this passes: a daemon killed mid-batch
+    # holds its alerts this long at most (a batch's publishes all time out within
+    # publish_timeout, so a live relay has marked them by then; overlap only re-publishes
+    # the same alert id)
+    lease_seconds: float | None = None  # default: max(5, publish_timeout)
     poll_interval: float = 0.5
-    max_backoff: float = 300.0
+    max_backoff: float = 300.0  # a returned or nacked alert's retry delay
+    max_reconnect_delay: float = 3.0  # broker reconnect back-off cap (with jitter)
     linger: float = 0.005  # after a wake-up, let the rest of a burst's alerts join the same claim
     backlog_refresh: float = 1.0  # the backlog gauges are re-read at most this often while busy
     clock: Callable[[], datetime] = _utc
@@ -57,22 +62,20 @@ class OutboxRelay:
         self._exchange: AbstractExchange | None = None
         self._channel: AbstractChannel | None = None
         self._backlog_at = 0.0
+        self.last_publish: float = 0.0  # unix time of the last confirmed publish
+        if self.lease_seconds is None:
+            self.lease_seconds = max(5.0, self.publish_timeout)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop``. A broker that is down is retried here (capped back-off with
+        jitter); anything else, a store error while claiming or marking included, propagates to
+        the supervisor, which logs, counts and restarts this task."""
         if not self.url:
             log.warning("relay_disabled", reason="no broker configured: alerts are held in the outbox")
-            while not stop.is_set():  # keep the backlog gauges true while alerts are held
-                try:
-                    await self._update_backlog()
-                except Exception:  # noqa: BLE001 - a metrics refresh must never stop the daemon
-                    pass
-                try:
-                    await asyncio.wait_for(stop.wait(), self.poll_interval * 10)
-                except asyncio.TimeoutError:
-                    pass
+            await stop.wait()  # the backlog gauges have their own task
             return
         delay = 0.5
         while not stop.is_set():
@@ -91,7 +94,7 @@ class OutboxRelay:
                 await asyncio.wait_for(stop.wait(), delay)
             except asyncio.TimeoutError:
                 pass
-            delay = min(30.0, delay * 2) * random.uniform(0.8, 1.2)  # exponential back-off with jitter
+            delay = min(self.max_reconnect_delay, delay * 2) * random.uniform(0.8, 1.2)  # capped back-off with jitter
 
     async def _connect(self) -> None:
         assert self.url
@@ -163,6 +166,9 @@ class OutboxRelay:
 
         await self.store.write(mark, durable=False)  # lost in an OS crash = published again, same id
         metrics.PUBLISHED.inc(len(ok))
+        if ok:
+            self.last_publish = time.time()
+            metrics.RELAY_LAST_PUBLISH.set(self.last_publish)
         for _, exc in failed:
             metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()
         if failed:
@@ -189,6 +195,16 @@ class OutboxRelay:
         await channel.basic_publish(
             row.payload.encode("utf-8"), exchange=self._exchange.name, routing_key=row.routing_key, properties=properties, mandatory=True, timeout=self.publish_timeout
         )
+
+    async def watch_backlog(self, stop: asyncio.Event, every: float = 2.0) -> None:
+        """The backlog gauges on their own schedule, whatever the relay is doing: they can
+        never freeze at 0 while alerts pile up behind a dead or stuck relay."""
+        while not stop.is_set():
+            await self._update_backlog()
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except asyncio.TimeoutError:
+                pass
 
     async def _update_backlog(self) -> None:
         self._backlog_at = time.monotonic()

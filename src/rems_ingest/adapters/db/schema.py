@@ -31,7 +31,7 @@ inbound_message = Table(
     Column("sending_facility", String(200), nullable=False),
     Column("control_id", String(200), nullable=False),
     Column("received_at", String(40), nullable=False),
-    Column("status", String(16), nullable=False),  # PROCESSED | FILTERED | ERROR
+    Column("status", String(16), nullable=False),  # PROCESSED | FILTERED | REPLAYED | REJECTED
     Column("ack_code", String(2), nullable=False),
     Column("ack_detail", Text, nullable=False),  # JSON list of ERR details, replayed for a resend
     Column("charset", String(20), nullable=False),
@@ -67,7 +67,7 @@ patient = Table(
     Column("pharmacy_id", String(200), nullable=False, default=""),
     Column("state", Text, nullable=False),
     Column("version", Integer, nullable=False, default=0),
-    Column("last_sort_key", String(120), nullable=False, default=""),
+    Column("last_sort_key", String(400), nullable=False, default=""),
     Column("next_due", String(10), nullable=True),
     Column("updated_at", String(40), nullable=False),
     UniqueConstraint("patient_id", "authority", name="uq_patient_key"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,9 @@ class Store:
         self._thread: threading.Thread | None = None
         self._held: Connection | None = None  # the writer thread's own connection, kept between groups
         self._synchronous = "FULL"  # SQLite sync level currently set on it
+        # readiness: set when a write failed for a store reason (disk full, unreachable, locked),
+        # cleared by the next commit that succeeds
+        self.write_failing_since: float | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -256,6 +260,15 @@ class Store:
             self._drop_held()
             raise
 
+    def _write_health(self, ok: bool) -> None:
+        if ok:
+            if self.write_failing_since is not None:
+                log.info("store_writes_recovered", failed_for_seconds=round(time.monotonic() - self.write_failing_since, 1))
+            self.write_failing_since = None
+        elif self.write_failing_since is None:
+            self.write_failing_since = time.monotonic()
+        metrics.STORE_WRITE_FAILING.set(0 if ok else 1)
+
     def _drop_held(self) -> None:
         """Let go of the writer's connection for good: the driver connection is closed, not
         returned to the pool, so its session settings (sync level) never reach a later one."""
@@ -282,6 +295,10 @@ class Store:
 
     def _commit(self, batch: list[_Job]) -> None:
         self._run_group(batch)
+        if any(not failed for failed, _ in (job.outcome for job in batch)):
+            self._write_health(ok=True)
+        elif any(isinstance(value, StoreError) for _, value in (job.outcome for job in batch)):
+            self._write_health(ok=False)
         # one wake-up per event loop for the whole group, not one per job (the self-pipe write
         # and loop iteration per message showed in the profile)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}

@@ -81,6 +81,6 @@ class FrameDecoder:
             del buf[: j + 2]
             if len(payload) > self.max_frame:
                 events.append(Oversize(payload[:8192]))
-            elif payload and payload not in (b"\x06", b"\x15"):  # ignore MLLPv2 commit blocks
-                events.append(Frame(payload))
+            elif payload not in (b"\x06", b"\x15"):  # ignore MLLPv2 commit blocks
+                events.append(Frame(payload))  # an empty frame too: the sender waits for an answer
         return events

@@ -37,6 +37,20 @@ class Limits:
     idle_timeout: float = 300.0
     frame_timeout: float = 60.0
     allow: Sequence[str] = ("0.0.0.0/0", "::/0")
+    max_connections_per_source: int = 16
+    max_junk_bytes: int = 4096  # bytes outside any frame since the last complete one
+
+
+@dataclass
+class _Conn:
+    """What fairness needs to know of one open connection."""
+
+    ip: str
+    writer: asyncio.StreamWriter
+    opened: float
+    last_frame: float  # monotonic time of the last complete frame (or of the connect)
+    frames: int = 0
+    busy: bool = False  # a message is being processed: never evicted then
 
 
 @dataclass
@@ -50,7 +64,7 @@ class MllpServer:
 
     def __post_init__(self) -> None:
         self._server: asyncio.base_events.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
+        self._conns: dict[asyncio.Task[None], _Conn] = {}
         self._writers: set[asyncio.StreamWriter] = set()
         self._stopping = False
         self._ids = itertools.count(1)
@@ -85,22 +99,33 @@ class MllpServer:
             log.warning("mllp_connection_refused", reason="not in allow-list", peer_ip=peername[0])
             writer.close()
             return
-        if len(self._conns) >= self.limits.max_connections or self._stopping:
+        ip = str(peername[0])
+        if self._stopping:
+            writer.close()
+            return
+        if sum(1 for c in self._conns.values() if c.ip == ip) >= self.limits.max_connections_per_source and not self._evict_one(ip):
+            metrics.LIMIT_HITS.labels("max_connections_per_source").inc()
+            log.warning("mllp_connection_refused", reason="per-source connection limit", peer_ip=ip, limit=self.limits.max_connections_per_source)
+            writer.close()
+            return
+        if len(self._conns) >= self.limits.max_connections and not self._evict_one():
             metrics.LIMIT_HITS.labels("max_connections").inc()
             log.warning("mllp_connection_refused", reason="connection limit", open=len(self._conns))
             writer.close()
             return
-        self._conns.add(task)
+        now = time.monotonic()
+        state = _Conn(ip, writer, now, now)
+        self._conns[task] = state
         self._writers.add(writer)
         metrics.OPEN_CONNECTIONS.inc()
         with structlog.contextvars.bound_contextvars(connection_id=cid, peer=peer):
             try:
-                await self._serve(reader, writer, peer)
+                await self._serve(reader, writer, state, peer)
             except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
                 log.info("mllp_connection_lost", error=type(exc).__name__)
             finally:
                 metrics.OPEN_CONNECTIONS.dec()
-                self._conns.discard(task)
+                self._conns.pop(task, None)
                 self._writers.discard(writer)
                 writer.close()
                 try:
@@ -108,11 +133,30 @@ class MllpServer:
                 except (asyncio.TimeoutError, ConnectionError, ssl.SSLError):
                     pass
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+    def _evict_one(self, ip: str | None = None) -> bool:
+        """At a cap, make room for a new connection by closing the one that has gone longest
+        without a complete frame (one that never sent a frame first), as long as it has nothing
+        in flight: junk trickles and sockets a restarted engine left behind go before a lab
+        that sent a result a minute ago, and a connection busy with a message is never cut.
+        ``ip``: at the per-source cap, only that source's own connections are candidates."""
+        idle = [c for c in self._conns.values() if not c.busy and (ip is None or c.ip == ip)]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: (c.frames > 0, c.last_frame))
+        metrics.LIMIT_HITS.labels("evicted_idle").inc()
+        log.warning("mllp_connection_evicted", reason="connection limit: oldest idle connection closed for a new one", idle_seconds=round(time.monotonic() - victim.last_frame, 1), frames=victim.frames)
+        victim.writer.close()
+        task = next(t for t, c in self._conns.items() if c is victim)
+        self._conns.pop(task, None)  # its own finally runs later; the slot is free now
+        return True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn, peer: str) -> None:
         decoder = FrameDecoder(self.limits.max_frame_bytes)
         frame_started: float | None = None
+        junk = 0
         while not self._stopping:
-            timeout = self.limits.idle_timeout
+            # only a complete frame resets the idle timer: bytes dripping outside a frame never do
+            timeout = max(0.0, conn.last_frame + self.limits.idle_timeout - time.monotonic())
             if frame_started is not None:
                 timeout = min(timeout, max(0.0, frame_started + self.limits.frame_timeout - time.monotonic()))
             try:
@@ -127,11 +171,18 @@ class MllpServer:
                 return
             for ev in decoder.feed(data):
                 if isinstance(ev, Frame):
-                    reply = await self.handler.handle_frame(ev.payload, peer)
-                    if reply is not None:
-                        for r in reply if isinstance(reply, list) else (reply,):
-                            writer.write(frame(r))
-                        await writer.drain()
+                    conn.busy = True
+                    try:
+                        reply = await self.handler.handle_frame(ev.payload, peer)
+                        if reply is not None:
+                            for r in reply if isinstance(reply, list) else (reply,):
+                                writer.write(frame(r))
+                            await writer.drain()
+                    finally:
+                        conn.busy = False
+                    conn.last_frame = time.monotonic()
+                    conn.frames += 1
+                    junk = 0
                 elif isinstance(ev, Oversize):
                     metrics.LIMIT_HITS.labels("max_frame_bytes").inc()
                     log.warning("mllp_frame_too_large", limit=self.limits.max_frame_bytes)
@@ -143,6 +194,11 @@ class MllpServer:
                 elif isinstance(ev, Junk):
                     metrics.LIMIT_HITS.labels("junk_bytes").inc()
                     log.info("mllp_junk_discarded", size=ev.size)
+                    junk += ev.size
+                    if junk > self.limits.max_junk_bytes:
+                        metrics.LIMIT_HITS.labels("junk_limit").inc()
+                        log.warning("mllp_connection_closed", reason="junk_limit", junk_bytes=junk, limit=self.limits.max_junk_bytes)
+                        return
             frame_started = (frame_started or time.monotonic()) if decoder.in_frame else None
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -157,7 +213,7 @@ class MllpServer:
                 w.transport.pause_reading()
             except Exception:  # noqa: BLE001 - transport already gone
                 pass
-        pending = list(self._conns)
+        pending = list(self._conns.keys())
         if pending:
             done, still = await asyncio.wait(pending, timeout=max(0.1, min(0.5, deadline - time.monotonic())))
             for w in list(self._writers):

@@ -1,0 +1,80 @@
+"""A store error must not stop alert publishing for good, and /readyz must say so while it
+lasts (issue #12: one PostgreSQL restart used to end the relay task silently)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from rems_ingest.adapters.db.repository import Repository
+from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
+from rems_ingest.demo import oru
+from rems_ingest.observability import metrics
+from tests.conftest import make_settings, purge_topology, test_topology
+from tests.integration.test_rabbitmq_pipeline import drain, enroll_and_walk, wait_connected
+
+
+def _store_down(*_a: Any, **_k: Any) -> Any:
+    raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+
+async def _until(predicate: Any, timeout: float = 15) -> bool:
+    for _ in range(int(timeout / 0.1)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+@pytest.mark.rabbitmq
+async def test_relay_outlives_store_errors_readiness_tells_and_alerts_still_leave(tmp_path: Path, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    topo = test_topology()
+    d = Daemon(make_settings(tmp_path, amqp_url=rabbitmq_url))
+    d.relay.topology = topo
+    d.supervisor.stable_after = 3
+    d.settings.amqp.ready_max_outbox_age_seconds = 1
+    await d.start()
+    try:
+        await wait_connected(d)
+        restarts = metrics.REGISTRY.get_sample_value("rems_task_restarts_total", {"task": "relay"}) or 0
+        monkeypatch.setattr(Repository, "claim", _store_down)  # every claim fails, as during a database restart
+        acks = await enroll_and_walk(d, "SUP1", "general")
+        assert ["AA", "AA", "AA"] == acks
+        assert await _until(lambda: "relay" in d.supervisor.down())
+        ready = d.readiness()
+        assert not ready["ready"] and any("relay" in r for r in ready["reasons"]) and ready["broker"] != "unreachable"
+        assert await _until(lambda: (metrics.REGISTRY.get_sample_value("rems_outbox_backlog") or 0) >= 7)  # gauges keep moving
+        assert (metrics.REGISTRY.get_sample_value("rems_task_restarts_total", {"task": "relay"}) or 0) > restarts
+
+        monkeypatch.undo()  # the database is back
+        paging = await drain(rabbitmq_url, list(topo.queues)[0], expect=3, timeout=30)
+        assert {"therapy.emergency", "therapy.interrupt"} <= {b["kind"] for b in paging}
+        assert await _until(lambda: d.readiness()["ready"], timeout=20), d.readiness()
+        assert (metrics.REGISTRY.get_sample_value("rems_relay_last_publish_timestamp_seconds") or 0) > 0
+    finally:
+        await d.shutdown()
+        await purge_topology(rabbitmq_url, topo)
+
+
+async def test_readiness_fails_while_writes_fail_and_recovers_with_the_next_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = Daemon(make_settings(tmp_path))
+    await d.start()
+    try:
+        assert d.readiness()["ready"]
+        async with MllpClient("127.0.0.1", d.server.bound_port, timeout=10) as c:
+            monkeypatch.setattr(Repository, "insert_message", _store_down)  # disk full, say
+            nak = (await c.send(oru("W-1", "W1", __import__("datetime").date.today(), "1.8", "W-1"))).decode()
+            assert "MSA|AE|W-1" in nak
+            down = d.readiness()
+            assert (False, "write_failing") == (down["ready"], down["store"]) and any("store writes failing" in r for r in down["reasons"])
+            monkeypatch.undo()
+            ok = (await c.send(oru("W-1", "W1", __import__("datetime").date.today(), "1.8", "W-1"))).decode()
+            assert "MSA|AA|W-1" in ok
+        assert d.readiness()["ready"]
+    finally:
+        await d.shutdown()

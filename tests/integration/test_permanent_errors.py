@@ -1,0 +1,121 @@
+"""A problem a resend cannot fix never gets AE (that stalls the lab's feed behind it), the
+message is kept, and the answer is the same on SQLite and PostgreSQL (issues #12 and #13)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from rems_ingest.adapters.db.repository import Repository
+from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
+from rems_ingest.core.model import PatientKey
+from rems_ingest.demo import oru
+from tests.conftest import make_settings
+
+TODAY = datetime.now(timezone.utc).date()
+START = TODAY - timedelta(days=20)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Daemon]:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    d = Daemon(make_settings(tmp_path, store_url=url))
+    await d.start()
+    yield d
+    await d.shutdown()
+
+
+async def _enrolled(d: Daemon, c: MllpClient, pid: str) -> None:
+    assert b"MSA|AA" in await c.send(oru(f"{pid}-B", pid, START - timedelta(days=1), "1.8", f"{pid}-B"))
+    await d.clinic.enroll({"id": pid, "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+
+
+def _msa_err(ack: bytes) -> tuple[str, list[str]]:
+    segs = ack.decode().split("\r")
+    msa = next(s for s in segs if s.startswith("MSA|")).split("|")[1]
+    return msa, [s for s in segs if s.startswith("ERR|")]
+
+
+async def _statuses(d: Daemon, control_id: str) -> list[str]:
+    from sqlalchemy import select
+
+    from rems_ingest.adapters.db.schema import inbound_message as m
+
+    return await d.store.aread(lambda c: [r[0] for r in c.execute(select(m.c.status).where(m.c.control_id == control_id))])
+
+
+async def test_an_identifier_longer_than_the_store_holds_is_AR_naming_the_field_and_kept(daemon: Daemon) -> None:
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        ack = await c.send(oru("LONG-1", "P" * 250, TODAY, "1.8", "LONG-1"))
+        again = await c.send(oru("LONG-1", "P" * 250, TODAY, "1.8", "LONG-1"))
+        after = await c.send(oru("OK-1", "P1", TODAY, "1.8", "OK-1"))  # the feed keeps moving
+    code, errs = _msa_err(ack)
+    assert code == "AR" and any("PID^1^3" in e for e in errs), ack
+    assert _msa_err(again)[0] == "AR"
+    assert ["REJECTED"] == await _statuses(daemon, "LONG-1")
+    assert b"MSA|AA|OK-1" in after
+
+
+async def test_a_long_filler_order_number_is_AR_not_a_store_error(daemon: Daemon) -> None:
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        fine = await c.send(oru("FIL-1", "P2", TODAY, "1.8", "F" * 150))  # longer than the old sort-key column
+        too_long = await c.send(oru("FIL-2", "P2", TODAY, "1.8", "F" * 300))
+    assert b"MSA|AA|FIL-1" in fine
+    code, errs = _msa_err(too_long)
+    assert code == "AR" and any("OBR^1^3" in e for e in errs)
+
+
+@pytest.mark.parametrize("drawn", [date(9999, 12, 31), date(2099, 1, 1), date(1901, 1, 1)])
+async def test_an_implausible_draw_date_is_reported_and_never_moves_the_state(daemon: Daemon, drawn: date) -> None:
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        await _enrolled(daemon, c, "FUT1")
+        before = await daemon.clinic.status(PatientKey("FUT1", "HOSP"))
+        ack = await c.send(oru("FUT-1", "FUT1", drawn, "0.3", "FUT-1"))
+    code, errs = _msa_err(ack)
+    assert code == "AA" and errs and "|W|" in errs[0] and "OBX^14" in errs[0], ack
+    after = await daemon.clinic.status(PatientKey("FUT1", "HOSP"))
+    assert after["monitoring"]["next_due"] == before["monitoring"]["next_due"]
+    assert after["category"] == before["category"] == "normal"
+    kinds = await daemon.store.aread(lambda c: [r.kind for r in Repository(c).alerts_for(1, 50)])
+    assert "data.quality" in kinds and "therapy.emergency" not in kinds
+
+
+def _unknown_code_cbc(control_id: str, patient: str, on: date) -> bytes:
+    raw = oru(control_id, patient, on, "0.9", control_id).decode()
+    raw = raw.replace("751-8^Neutrophils [#/volume] in Blood by Automated count^LN", "ZZ7^Result 7^99LOCAL")
+    raw += "OBX|2|NM|6690-2^Leukocytes [#/volume] in Blood by Automated count^LN||4.1|10*3/uL|||||F\r"
+    return raw.encode()
+
+
+async def test_a_blood_count_whose_anc_was_not_read_is_told_to_the_lab(daemon: Daemon) -> None:
+    chem = oru("CHEM-1", "CBC1", TODAY, "1", "CHEM-1").decode()
+    chem = chem.replace("57021-8^CBC W Auto Differential panel - Blood^LN", "24323-8^Comprehensive metabolic panel^LN")
+    chem = chem.replace("751-8^Neutrophils [#/volume] in Blood by Automated count^LN", "2345-7^Glucose^LN").encode()
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        await _enrolled(daemon, c, "CBC1")
+        ack = await c.send(_unknown_code_cbc("CBC-1", "CBC1", TODAY))
+        stranger = await c.send(_unknown_code_cbc("CBC-2", "NOT-ENROLLED", TODAY))
+        chem_ack = await c.send(chem)
+    code, errs = _msa_err(ack)
+    assert code == "AA" and errs and "ANC not read" in errs[0] and "|W|" in errs[0]
+    assert _msa_err(stranger)[1], "the lab hears about it for any patient"
+    assert _msa_err(chem_ack) == ("AA", [])  # chemistry stays silent
+    kinds = await daemon.store.aread(lambda c: [r.kind for r in Repository(c).alerts_for(1, 50)])
+    assert kinds.count("data.quality") == 1
+
+
+async def test_an_error_in_processing_one_message_is_AR_and_kept_for_replay(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rems_ingest.service.ingest as ingest_mod
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise ValueError("a bug this message trips")
+
+    monkeypatch.setattr(ingest_mod, "apply_event", broken)
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        ack = await c.send(oru("BUG-1", "BUG1", TODAY, "1.8", "BUG-1"))
+    assert _msa_err(ack)[0] == "AR"
+    assert ["REJECTED"] == await _statuses(daemon, "BUG-1")
