@@ -19,8 +19,6 @@ from rems_ingest import profiles
 from rems_ingest.config import ConfigError, Settings, load_settings
 from rems_ingest.core.errors import CoreError, EventNotAllowed
 from rems_ingest.core.model import AncResult, ClinicalEvent, Enroll, Frequency, PatientKey, Population, ResultStatus, Tick
-from rems_ingest.core.rules import step
-from rems_ingest.core.model import PatientState
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -199,10 +197,11 @@ def enroll(ctx: click.Context, patient_id: str, authority: str, population: str,
 @click.option("--by", default="", help="Prescriber id (required for rechallenge/override).")
 @click.option("--rationale", default="")
 @click.option("--temperature-c", type=float)
+@click.option("--planned", is_flag=True, help="discontinue: a planned stop (taper), not an abrupt one.")
 @click.pass_context
-def event(ctx: click.Context, patient_id: str, type_: str, authority: str, on: datetime, by: str, rationale: str, temperature_c: float | None) -> None:
+def event(ctx: click.Context, patient_id: str, type_: str, authority: str, on: datetime, by: str, rationale: str, temperature_c: float | None, planned: bool) -> None:
     """Record a prescriber or clinical event."""
-    body = {"type": type_, "on": on.date().isoformat(), "by": by, "rationale": rationale, "temperature_c": temperature_c}
+    body = {"type": type_, "on": on.date().isoformat(), "by": by, "rationale": rationale, "temperature_c": temperature_c, "abrupt": not planned}
     _run_clinic(ctx, lambda c: c.record_event(PatientKey(patient_id, authority), body, actor="cli"))
 
 
@@ -386,7 +385,14 @@ def check_config(ctx: click.Context) -> None:
 # ---------------------------------------------------------------- simulate
 
 
-def _simulate_events(path: Path, population: Population, therapy_start: date, baseline: Decimal | None) -> list[tuple[int, str, Any]]:
+class _DispenseQuery:
+    """A ``date,dispense`` line: the pharmacy's question on that date (changes nothing)."""
+
+    def __init__(self, on: date) -> None:
+        self.on = on
+
+
+def _simulate_events(path: Path, population: Population, therapy_start: date, baseline: Decimal | None, transfer: Frequency | None = None) -> list[tuple[int, str, Any]]:
     events: list[tuple[int, str, Any]] = []
     last: date | None = None
     with open(path, newline="") as fh:
@@ -397,11 +403,12 @@ def _simulate_events(path: Path, population: Population, therapy_start: date, ba
                 on = date.fromisoformat(row[0].strip())
             except ValueError:
                 raise click.UsageError(f"{path}:{n}: {row[0]!r} is not a date YYYY-MM-DD") from None
-            if last and on < last:
-                raise click.UsageError(f"{path}:{n}: date {on} is before the previous line ({last}); lines must be in date order")
-            last = on
             what = row[1].strip() if len(row) > 1 else ""
             args = [a.strip() for a in row[2:]]
+            keyed = len(args) > 2 and bool(args[2])  # a result with its specimen id may arrive late (corrections)
+            if last and on < last and not keyed:
+                raise click.UsageError(f"{path}:{n}: date {on} is before the previous line ({last}); lines must be in date order (a late or corrected result names its specimen)")
+            last = max(on, last) if last else on
             try:
                 value = Decimal(what.replace(",", "."))
             except InvalidOperation:
@@ -411,20 +418,24 @@ def _simulate_events(path: Path, population: Population, therapy_start: date, ba
                     status = ResultStatus(args[0]) if args and args[0] else ResultStatus.FINAL
                     wbc = Decimal(args[1].replace(",", ".")) if len(args) > 1 and args[1] else None
                 except (ValueError, InvalidOperation):
-                    raise click.UsageError(f"{path}:{n}: expected date,anc[,status F/C/P/X/D/W[,wbc per uL]]") from None
-                events.append((n, f"ANC {what}" + (f" ({status.value}, ignored)" if status is not ResultStatus.FINAL and status is not ResultStatus.CORRECTED else ""), AncResult(f"line{n}", value, datetime(on.year, on.month, on.day, 8), status, wbc=wbc)))
+                    raise click.UsageError(f"{path}:{n}: expected date,anc[,status F/C/P/X/D/W[,wbc per uL[,specimen id]]]") from None
+                label = f"ANC {what}" + (f" ({status.value}, ignored)" if not status.counts else (" (C)" if status is ResultStatus.CORRECTED else ""))
+                events.append((n, label, AncResult(args[2] if keyed else f"line{n}", value, datetime(on.year, on.month, on.day, 8), status, wbc=wbc)))
             elif what == "tick":
                 events.append((n, "overdue check", Tick(f"tick{n}", on)))
+            elif what == "dispense":
+                events.append((n, "dispense check", _DispenseQuery(on)))
             elif what in ("interrupt", "resume", "discontinue", "rechallenge", "override", "stepdown_confirmed", "fever"):
                 temp = Decimal(args[0]) if what == "fever" and args else None
                 by = args[0] if what in ("rechallenge", "override") and args else ""
                 rationale = args[1] if what in ("rechallenge", "override") and len(args) > 1 else ""
-                events.append((n, what, ClinicalEvent(f"line{n}", what, on, by=by, rationale=rationale, temperature_c=temp)))
+                abrupt = not (what == "discontinue" and args and args[0] in ("planned", "taper"))
+                events.append((n, what, ClinicalEvent(f"line{n}", what, on, by=by, rationale=rationale, abrupt=abrupt, temperature_c=temp)))
             else:
                 raise click.UsageError(f"{path}:{n}: {what!r} is neither an ANC value nor a known event")
     # enrollment happens at therapy start: earlier lines are pre-treatment (baseline) results
     at = next((i for i, (_, _, e) in enumerate(events) if e.on >= therapy_start), len(events))
-    events.insert(at, (0, "enroll", Enroll("enroll", therapy_start, population, therapy_start, baseline)))
+    events.insert(at, (0, "enroll", Enroll("enroll", therapy_start, population, therapy_start, baseline, transfer)))
     return events
 
 
@@ -434,39 +445,56 @@ def _simulate_events(path: Path, population: Population, therapy_start: date, ba
 @click.option("--population", type=click.Choice(["general", "ben"]), default="general", show_default=True)
 @click.option("--therapy-start", required=True, type=click.DateTime(["%Y-%m-%d"]))
 @click.option("--baseline-anc", type=float, help="BEN established baseline.")
+@click.option("--monitoring-frequency", type=click.Choice(["weekly", "every_2_weeks", "monthly"]), help="A patient moved from a clinic on this routine interval.")
 @click.option("--dispense-profile", type=click.Choice(["INSTITUTIONAL_STRICT", "US_REMS_LEGACY", "US_2025_NONE"]))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per decision.")
-def simulate(file: Path, profile: str, population: str, therapy_start: datetime, baseline_anc: float | None, dispense_profile: str | None, as_json: bool) -> None:
-    """Print the decision timeline for FILE (lines: date,anc[,status[,wbc]] or date,event[,args]);
-    counts in cells/uL. WBC matters only to profiles that use it (uk-cpms)."""
+def simulate(file: Path, profile: str, population: str, therapy_start: datetime, baseline_anc: float | None, monitoring_frequency: str | None, dispense_profile: str | None, as_json: bool) -> None:
+    """Print the decision timeline for FILE (lines: date,anc[,status[,wbc[,specimen]]] or
+    date,event[,args]; counts in cells/uL). Lines apply in file order, as the daemon applies
+    messages in arrival order: a line naming its specimen may be dated earlier (a late or
+    corrected result) and re-folds the history. ``date,discontinue,planned`` is a planned stop.
+    WBC matters only to profiles that use it (uk-cpms)."""
     try:
         policy = profiles.load(profile, dispense_profile)
     except CoreError as exc:
         raise click.UsageError(str(exc)) from None
-    events = _simulate_events(file, Population(population), therapy_start.date(), Decimal(str(baseline_anc)) if baseline_anc else None)
-    state = PatientState()
-    rows = []
+    from rems_ingest.core.rules import action_of, frequency_of
+    from rems_ingest.core.timeline import Timeline
+
+    from rems_ingest.core import dispense as dispense_rules
+
+    events = _simulate_events(file, Population(population), therapy_start.date(), Decimal(str(baseline_anc)) if baseline_anc else None, Frequency(monitoring_frequency) if monitoring_frequency else None)
+    timeline = Timeline(policy)  # events applied as the daemon applies them when they arrive in this order
+    rows: list[dict[str, Any]] = []
     for line, label, ev in events:
+        if isinstance(ev, _DispenseQuery):
+            check = dispense_rules.check(policy, timeline.state, ev.on)
+            rows.append({"line": line, "date": ev.on.isoformat(), "input": label, "dispense": {"authorized": check.authorized, "code": check.code, "reason": check.reason, "max_days_supply": check.max_days_supply}})
+            continue
         try:
-            d = step(policy, state, ev)
+            d = timeline.apply(ev)
         except EventNotAllowed as exc:
             rows.append({"line": line, "date": ev.on.isoformat(), "input": label, "error": f"not allowed: {exc}"})
             continue
         except CoreError as exc:
             raise click.UsageError(f"{file}:{line}: {exc}") from None
         state = d.state
+        latest = state.latest
         rows.append(
             {
                 "line": line,
                 "date": ev.on.isoformat(),
                 "input": label,
                 # pre-enrollment results are baselines, not yet categorized for this patient's population
-                "category": d.category.value if d.category and state.enrolled and not (isinstance(ev, AncResult) and not ev.status.counts) else "",
-                "action": d.action,
+                "category": latest.category.value if latest and state.enrolled else "",
+                "phase": state.phase.value,
+                "action": action_of(state),
                 "treatment": state.treatment.value,
-                "frequency": d.frequency.value,
-                "next_due": d.next_due.isoformat() if d.next_due else "",
-                "alerts": [a.kind.value for a in d.alerts],
+                "frequency": frequency_of(state).value,
+                "next_due": state.next_due.isoformat() if state.next_due else "",
+                "alerts": [a.kind.value for a in d.raised],
+                "severity": {a.kind.value: a.severity.value for a in d.raised},
+                "state_version": state.version,
             }
         )
     if as_json:
@@ -480,6 +508,10 @@ def simulate(file: Path, profile: str, population: str, therapy_start: datetime,
     for r in rows:
         if "error" in r:
             click.echo(f"{r['date']:<10}  {r['input']:<20}  {r['error']}")
+            continue
+        if "dispense" in r:
+            ok = r["dispense"]
+            click.echo(f"{r['date']:<10}  {r['input']:<20}  {'authorized' if ok['authorized'] else 'NOT authorized'} ({ok['code']}): {ok['reason']}")
             continue
         click.echo(f"{r['date']:<10}  {r['input']:<20}  {r['category']:<15}  {r['action']:<30}  {r['treatment']:<16}  {r['frequency']:<18}  {r['next_due']:<10}  {', '.join(r['alerts'])}")
 

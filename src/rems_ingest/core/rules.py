@@ -770,6 +770,16 @@ def pharmacy_after_refold(policy: RulesPolicy, before: PatientState, after: Pati
     return [_alert(kind, f"{REFOLD_CAUSE}{event.key}", event.on, reason=check.reason, code=check.code, max_days_supply=str(check.max_days_supply))]
 
 
+def withdrawal_notice(old: Alert, old_id: str, on: date) -> Alert:
+    """What consumers hear when a re-fold withdraws ``old``. An overdue alert withdrawn by a
+    late result drawn by its due date is *resolved* (rules.md 7: OVERDUE_RESOLVED), in the
+    same words as when the result arrives in order; anything else is superseded."""
+    if old.kind is AlertKind.OVERDUE_LAB:
+        due = dict(old.detail).get("due", old.cause.removeprefix("overdue:"))
+        return _alert(AlertKind.OVERDUE_RESOLVED, f"overdue_resolved:{due}", on, superseded_alert_id=old_id)
+    return superseded_alert(old, old_id, on)
+
+
 def superseded_alert(old: Alert, old_id: str, on: date) -> Alert:
     return _alert(
         AlertKind.ALERT_SUPERSEDED,

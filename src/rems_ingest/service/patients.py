@@ -116,7 +116,7 @@ def apply_event(
         withdrawn, new_alerts = rules.diff_alerts([a for _, a in before], folded.alerts)
         ids = {a.identity: i for i, a in before}
         repo.withdraw([ids[w.identity] for w in withdrawn])
-        new_alerts += [rules.superseded_alert(w, ids[w.identity], event.on) for w in withdrawn]
+        new_alerts += [rules.withdrawal_notice(w, ids[w.identity], event.on) for w in withdrawn]
         new_alerts += rules.pharmacy_after_refold(policy, row.state, folded.state, new_alerts, event)
         new_state = folded.state
         explanation = "history re-folded"
