@@ -211,6 +211,11 @@ CASES: list[Case] = [
     Case("3.4-ben-stop-closes-at-1000", "§3.4", "BEN: after an abrupt stop, ANC >= 1000 ends monitoring",
          ben(f"{d(7)},800", f"{d(8)},discontinue", f"{d(9)},1050"), dict(phase="closed", due=None), population="ben", baseline=1100),
 
+    Case("3.4-resume-over-a-severe-count", "§3.4 / §7 / §8", "Resuming after a stop while the count on file (drawn that day) is severe: emergency, therapy interrupted, never silently active",
+         gp(f"{d(7)},1800", f"{d(8)},discontinue,planned", f"{d(9)},0", f"{d(9)},resume"),
+         dict(phase="gp_severe_daily", tx="held_heme", freq="daily", due=d(10), alerts={RESUME, EMER, INT, CONF}, dispense=(d(9), False)),
+         notes="Found by the state machine: the resume used to leave the patient active on a severe ANC."),
+
     # ------------------------------------------------------------ section 4: fever
     Case("4-fever-on-therapy", "§4", "Fever >= 38.5 C on therapy: a stat ANC within 24 h",
          gp(f"{d(7)},1800", f"{d(9)},fever,38.5"), dict(due=d(10), alerts={CONF})),

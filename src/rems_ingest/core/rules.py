@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
@@ -643,12 +643,19 @@ def _resume(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) 
         )
         s, more, why = _evaluate_baseline(policy, s, e.on, cause)
         return s, [a, *more], f"gap {gap} days >= {policy.interruption_new_patient_days}: new patient; {why}"
+    more: list[Alert] = []
     if s.phase in (Phase.CLOSED, Phase.DISC_MONITOR):
         s = evolve(s, phase=Phase.NORMAL)
         if s.next_due is None:
             s = evolve(s, next_due=e.on + timedelta(days=policy.interval_days(s.interval)))
+        latest = s.latest
+        if latest is not None and latest.category not in (Category.NORMAL, Category.GREEN):
+            # a count outside the normal range drawn while stopped (or on the restart day, which
+            # sorts before this event) applies now: never resume over a severe ANC in silence
+            redo = AncResult(latest.key, latest.value, latest.observed_at or datetime(latest.on.year, latest.on.month, latest.on.day), ResultStatus.FINAL, wbc=latest.wbc)
+            s, more, _ = _on_anc(policy, s, redo)
     detail = {"retitration_required": "true"} if gap >= policy.retitration_after_days else {}
-    return s, [_alert(AlertKind.RESUME_THERAPY, cause, e.on, reason=f"Therapy resumed after {gap} days; monitoring as before", **detail)], "resumed"
+    return s, [_alert(AlertKind.RESUME_THERAPY, cause, e.on, reason=f"Therapy resumed after {gap} days; monitoring as before", **detail), *more], "resumed"
 
 
 def _fever(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) -> tuple[PatientState, list[Alert], str]:
