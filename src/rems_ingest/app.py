@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -84,7 +85,14 @@ class Daemon:
         s = self.settings
         self.policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
         self.store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max)
-        self.relay = OutboxRelay(self.store, s.amqp.resolved_url(), Topology.with_prefix(s.amqp.topology_prefix, s.amqp.queue_type), batch=s.amqp.batch, publish_timeout=s.amqp.publish_timeout_seconds)
+        self.relay = OutboxRelay(
+            self.store,
+            s.amqp.resolved_url(),
+            Topology.with_prefix(s.amqp.topology_prefix, s.amqp.queue_type),
+            batch=s.amqp.batch,
+            publish_timeout=s.amqp.publish_timeout_seconds,
+            owner=s.amqp.relay_id or f"{socket.gethostname()}:{s.mllp.port}",
+        )
         self.ingest = IngestService(self.store, self.policy, **s.mllp.ingest_options())
         self.ingest.on_alerts = self.relay.wake
         self.clinic = ClinicService(self.store, self.policy, timezone=s.rules.timezone, on_alerts=self.relay.wake)
@@ -140,10 +148,11 @@ class Daemon:
         else:
             broker = "unreachable" if relay_up else "unknown (relay restarting)"
         if self.relay.url and pending and oldest_age > max_age:
-            if self.relay.connected:
-                reasons.append(f"alerts pending {oldest_age:.0f} s with the broker connected: publishing is stuck")
-            else:
+            quiet = time.time() - self.relay.last_publish
+            if not self.relay.connected:
                 reasons.append(f"alerts pending {oldest_age:.0f} s with the broker {broker}")
+            elif quiet > max_age:  # reachable, yet nothing has left for that long
+                reasons.append(f"alerts pending {oldest_age:.0f} s with the broker connected and nothing published for {min(quiet, oldest_age):.0f} s: publishing is stuck")
         if not self.started.is_set():
             reasons.append("starting")
         return {
@@ -168,8 +177,9 @@ class Daemon:
         site = web.TCPSite(self._runner, s.http.host, s.http.port)
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.relay.on_progress = self.supervisor.beater("relay")
         self.supervisor.spawn("relay", lambda: self.relay.run(self.stop))
-        self.supervisor.spawn("outbox_gauges", lambda: self.relay.watch_backlog(self.stop))
+        self.supervisor.spawn("outbox_gauges", lambda: self.relay.watch_backlog(self.stop, on_progress=self.supervisor.beater("outbox_gauges")))
         self.supervisor.spawn("overdue_sweeper", self._sweeper)
         self.started.set()
         log.info("daemon_started", mllp_port=self.server.bound_port, http_port=self.http_port, store=self.store.dialect, broker="configured" if self.relay.url else "none (alerts held in outbox)", rules_profile=self.policy().label)
@@ -189,6 +199,7 @@ class Daemon:
             self._sweep_retry = True
             await self.clinic.sweep_overdue()
             self._sweep_retry = False
+            self.supervisor.beat("overdue_sweeper")
 
     async def shutdown(self) -> None:
         grace = self.settings.shutdown_grace_seconds

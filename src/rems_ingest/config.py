@@ -109,6 +109,10 @@ class AmqpSettings(_Section):
     topology_prefix: str = Field("rems", pattern=r"^[A-Za-z0-9_.-]{1,60}$")  # rems.alerts, rems.paging, ...
     publish_timeout_seconds: float = Field(10, gt=0)
     batch: int = Field(500, ge=1, le=10_000)
+    # names this daemon's outbox claims; a restarted daemon with the same id releases its own
+    # stale claims at once (else they wait out the lease). Default: host name and MLLP port.
+    # Daemons sharing one PostgreSQL store need distinct ids (they differ by host, or set one).
+    relay_id: str = Field("", max_length=120)
     # /readyz fails when a configured broker has been unreachable long enough that an alert has
     # waited this long in the outbox (with no broker configured, holding alerts is the intent)
     ready_max_outbox_age_seconds: float = Field(300, gt=0)

@@ -78,3 +78,28 @@ async def test_readiness_fails_while_writes_fail_and_recovers_with_the_next_comm
         assert d.readiness()["ready"]
     finally:
         await d.shutdown()
+
+
+@pytest.mark.rabbitmq
+async def test_alerts_not_leaving_with_the_broker_connected_fail_readiness(tmp_path: Path, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rems_ingest.adapters.amqp.relay import OutboxRelay
+
+    topo = test_topology()
+    d = Daemon(make_settings(tmp_path, amqp_url=rabbitmq_url))
+    d.relay.topology = topo
+    d.settings.amqp.ready_max_outbox_age_seconds = 1
+    await d.start()
+    try:
+        await wait_connected(d)
+
+        async def never_confirmed(self: Any, row: Any) -> None:  # e.g. a queue the broker cannot use
+            await asyncio.sleep(3600)
+
+        monkeypatch.setattr(OutboxRelay, "_publish", never_confirmed)
+        await enroll_and_walk(d, "STK1", "general")
+        assert await _until(lambda: not d.readiness()["ready"], timeout=10)
+        ready = d.readiness()
+        assert ready["broker"] == "connected" and any("publishing is stuck" in r for r in ready["reasons"]), ready
+    finally:
+        await d.shutdown()
+        await purge_topology(rabbitmq_url, topo)

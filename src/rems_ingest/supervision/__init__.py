@@ -3,8 +3,9 @@
 Every long-running task of the daemon (outbox relay, overdue sweeper, outbox gauges) runs
 under a ``Supervisor``: an exception is logged with its type only (never its text, which
 can carry PHI), counted in ``rems_task_restarts_total{task}``, and the task restarted after
-a capped, jittered back-off. A task that fails again before it has run ``stable_after``
-seconds is reported down, which fails ``/readyz`` until it has run that long again.
+a capped, jittered back-off. A task that fails again before it has done a unit of work
+(``beat``) or run ``stable_after`` seconds is reported failing, which fails ``/readyz`` until
+it works again.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class TaskHealth:
 class Supervisor:
     stop: asyncio.Event
     min_backoff: float = 0.5
-    max_backoff: float = 5.0
+    max_backoff: float = 2.0
     stable_after: float = 30.0
     health: dict[str, TaskHealth] = field(default_factory=dict)
 
@@ -85,6 +86,15 @@ class Supervisor:
                 pass
             delay = min(self.max_backoff, delay * 2) * random.uniform(0.8, 1.2)
         h.running = False
+
+    def beat(self, name: str) -> None:
+        """The task did a unit of work: it is healthy again, whatever failed before."""
+        h = self.health.get(name)
+        if h is not None:
+            h.consecutive_failures = 0
+
+    def beater(self, name: str) -> Callable[[], None]:
+        return lambda: self.beat(name)
 
     def statuses(self) -> dict[str, str]:
         now = time.monotonic()

@@ -54,6 +54,8 @@ class OutboxRelay:
     linger: float = 0.005  # after a wake-up, let the rest of a burst's alerts join the same claim
     backlog_refresh: float = 1.0  # the backlog gauges are re-read at most this often while busy
     clock: Callable[[], datetime] = _utc
+    on_progress: Callable[[], None] = lambda: None  # a claim or a gauge refresh worked (supervisor heartbeat)
+    owner: str = ""  # amqp.relay_id: names this relay's claims (stable across restarts)
 
     def __post_init__(self) -> None:
         self.connected = False
@@ -63,6 +65,11 @@ class OutboxRelay:
         self._channel: AbstractChannel | None = None
         self._backlog_at = 0.0
         self.last_publish: float = 0.0  # unix time of the last confirmed publish
+        # Claims are made under ``owner``. When this relay has no batch in flight and may hold
+        # stale claims (it just started after a kill -9, or a store error cut a batch short),
+        # it releases its own at once instead of waiting out the lease.
+        self._release_own = True
+        self._store_reconnects = 0
         if self.lease_seconds is None:
             self.lease_seconds = max(5.0, self.publish_timeout)
 
@@ -145,9 +152,27 @@ class OutboxRelay:
 
     async def drain_once(self) -> int:
         """Claim one batch and publish it; raises on a broken connection (rows stay pending)."""
+        try:
+            return await self._drain()
+        except BaseException:
+            self._release_own = True  # the batch may have been cut short: its claims are stale
+            raise
+
+    async def _drain(self) -> int:
+        reconnects = getattr(self.store, "reconnects", 0)
+        if reconnects != self._store_reconnects:
+            # the store lost its connection since the last batch: a published mark committed
+            # without waiting for the disk may be gone, leaving our claim to wait out its lease
+            self._store_reconnects, self._release_own = reconnects, True
+        if self._release_own and self.owner:
+            released = await self.store.write(lambda c: Repository(c).release_own(self.owner), durable=False)
+            if released:
+                log.info("relay_released_stale_claims", count=released)
+        self._release_own = False
         now = self.clock()
         lease = (now + timedelta(seconds=self.lease_seconds)).isoformat()
-        rows = await self.store.write(lambda c: Repository(c).claim(self.batch, now.isoformat(), lease), durable=False)
+        rows = await self.store.write(lambda c: Repository(c).claim(self.batch, now.isoformat(), lease, self.owner), durable=False)
+        self.on_progress()
         if not rows or time.monotonic() - self._backlog_at >= self.backlog_refresh:
             await self._update_backlog()
         if not rows:
@@ -157,12 +182,19 @@ class OutboxRelay:
         failed = [(r, res) for r, res in zip(rows, results) if res is not None]
         now = self.clock()
 
+        def connection_lost(exc: BaseException) -> bool:
+            return isinstance(exc, RETRYABLE) and not isinstance(exc, (DeliveryError, PublishError))
+
         def mark(conn: object) -> None:
             repo = Repository(conn)  # type: ignore[arg-type]
             repo.mark_published(ok, now.isoformat())
+            # a lost connection says nothing about the alert: it goes again as soon as the
+            # broker is back; a return or nack is about this alert: it backs off
+            repo.release([r.id for r, exc in failed if connection_lost(exc)])
             for r, exc in failed:
-                backoff = min(self.max_backoff, 2 ** min(r.attempts, 12))
-                repo.mark_failed([r.id], type(exc).__name__, (now + timedelta(seconds=backoff)).isoformat())
+                if not connection_lost(exc):
+                    backoff = min(self.max_backoff, 2 ** min(r.attempts, 12))
+                    repo.mark_failed([r.id], type(exc).__name__, (now + timedelta(seconds=backoff)).isoformat())
 
         await self.store.write(mark, durable=False)  # lost in an OS crash = published again, same id
         metrics.PUBLISHED.inc(len(ok))
@@ -173,7 +205,7 @@ class OutboxRelay:
             metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()
         if failed:
             log.warning("relay_publish_failed", failed=len(failed), published=len(ok), error=type(failed[0][1]).__name__)
-            broken = [exc for _, exc in failed if isinstance(exc, RETRYABLE) and not isinstance(exc, (DeliveryError, PublishError))]
+            broken = [exc for _, exc in failed if connection_lost(exc)]
             if broken:
                 raise broken[0]
         return len(ok)
@@ -196,11 +228,12 @@ class OutboxRelay:
             row.payload.encode("utf-8"), exchange=self._exchange.name, routing_key=row.routing_key, properties=properties, mandatory=True, timeout=self.publish_timeout
         )
 
-    async def watch_backlog(self, stop: asyncio.Event, every: float = 2.0) -> None:
+    async def watch_backlog(self, stop: asyncio.Event, every: float = 2.0, on_progress: Callable[[], None] = lambda: None) -> None:
         """The backlog gauges on their own schedule, whatever the relay is doing: they can
         never freeze at 0 while alerts pile up behind a dead or stuck relay."""
         while not stop.is_set():
             await self._update_backlog()
+            on_progress()
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except asyncio.TimeoutError:

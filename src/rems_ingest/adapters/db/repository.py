@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Sequence
 
 import orjson
-from sqlalchemy import delete, event, func, insert, or_, select, update
+from sqlalchemy import and_, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from rems_ingest.adapters.db import codec
@@ -326,7 +326,7 @@ class Repository:
             self._lock_in_id_order(where)
             self.conn.execute(update(outbox).where(where).values(withdrawn=True))
 
-    def claim(self, limit: int, now: str, lease_until: str) -> list[OutboxRow]:
+    def claim(self, limit: int, now: str, lease_until: str, owner: str = "") -> list[OutboxRow]:
         """Claim unpublished rows under a lease, in one statement (the relay runs it for every
         burst of alerts); SKIP LOCKED lets several relays share PostgreSQL."""
         pick = (
@@ -344,16 +344,32 @@ class Repository:
         rows = self.conn.execute(
             update(outbox)
             .where(outbox.c.id.in_(pick))
-            .values(claimed_until=lease_until)
+            .values(claimed_until=lease_until, claimed_by=owner or None)
             .returning(outbox.c.id, outbox.c.alert_id, outbox.c.routing_key, outbox.c.payload, outbox.c.attempts)
         )
         # RETURNING has no order: publish in creation order
         return sorted((OutboxRow(r.id, r.alert_id, r.routing_key, r.payload, r.attempts) for r in rows), key=lambda r: r.id)
 
+    def release_own(self, owner: str) -> int:
+        """Release every unpublished claim held under ``owner``: called by a relay that has no
+        batch in flight (just started, or recovering from a store error), so they are stale."""
+        if not owner:
+            return 0
+        where = and_(outbox.c.claimed_by == owner, outbox.c.published_at.is_(None), outbox.c.claimed_until.is_not(None))
+        self._lock_in_id_order(where)
+        return int(self.conn.execute(update(outbox).where(where).values(claimed_until=None, claimed_by=None)).rowcount or 0)
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Give back claims this relay holds but could not settle (its store write failed):
+        they are published again at once rather than after the lease (same alert ids)."""
+        if ids:
+            self._lock_in_id_order(outbox.c.id.in_(list(ids)))
+            self.conn.execute(update(outbox).where(outbox.c.id.in_(list(ids)), outbox.c.published_at.is_(None)).values(claimed_until=None, claimed_by=None))
+
     def mark_published(self, ids: Sequence[int], now: str) -> None:
         if ids:
             self._lock_in_id_order(outbox.c.id.in_(list(ids)))
-            self.conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(published_at=now, claimed_until=None))
+            self.conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(published_at=now, claimed_until=None, claimed_by=None))
 
     def mark_failed(self, ids: Sequence[int], error: str, next_attempt_at: str) -> None:
         if ids:
@@ -361,7 +377,7 @@ class Repository:
             self.conn.execute(
                 update(outbox)
                 .where(outbox.c.id.in_(list(ids)))
-                .values(attempts=outbox.c.attempts + 1, last_error=error[:200], next_attempt_at=next_attempt_at, claimed_until=None)
+                .values(attempts=outbox.c.attempts + 1, last_error=error[:200], next_attempt_at=next_attempt_at, claimed_until=None, claimed_by=None)
             )
 
     def outbox_stats(self) -> tuple[int, str | None]:

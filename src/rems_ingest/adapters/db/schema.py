@@ -103,6 +103,7 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", String(40), nullable=False),
     Column("claimed_until", String(40), nullable=True),
+    Column("claimed_by", String(120), nullable=True),  # the relay holding the claim (amqp.relay_id)
     Column("last_error", String(200), nullable=True),
 )
 Index("ix_outbox_pending", outbox.c.published_at, outbox.c.id)

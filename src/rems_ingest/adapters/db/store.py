@@ -125,6 +125,9 @@ class Store:
         # readiness: set when a write failed for a store reason (disk full, unreachable, locked),
         # cleared by the next commit that succeeds
         self.write_failing_since: float | None = None
+        # times the writer lost its connection: bookkeeping committed without waiting for the
+        # disk (durable=False) may have been lost with it, so the relay re-checks its claims
+        self.reconnects = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -273,6 +276,7 @@ class Store:
         """Let go of the writer's connection for good: the driver connection is closed, not
         returned to the pool, so its session settings (sync level) never reach a later one."""
         if self._held is not None:
+            self.reconnects += 1
             try:
                 self._held.invalidate()
                 self._held.close()
