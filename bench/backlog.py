@@ -16,7 +16,7 @@ import json
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aio_pika
 
@@ -44,7 +44,7 @@ async def main(n: int, url: str, batch: int) -> None:
         store = Store(f"sqlite:///{t}/backlog.db")
         store.migrate()
         store.start()
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         t0 = time.perf_counter()
         await store.write(lambda c: Repository(c).add_alerts(rows(n, now)))
         print(f"{n:,} alerts written to the outbox in {time.perf_counter() - t0:.1f} s")

@@ -38,7 +38,7 @@ def cbc_oru(control_id: str, patient: str, when: datetime, anc: float, seq: int)
     segs = [
         f"MSH|^~\\&|BENCH_LIS|BENCH_LAB|REMS|PSYCH|{t}||ORU^R01^ORU_R01|{control_id}|P|2.5.1|||||UNICODE UTF-8",
         f"PID|1||{patient}^^^HOSP^MR||TESTPATIENT^BENCH^Q||19800101|F|||1 MAIN ST^^CITY^ST^00000",
-        f"PV1|1|O|CLOZ^^^CLINIC||||1234^PRESCRIBER^PAT",
+        "PV1|1|O|CLOZ^^^CLINIC||||1234^PRESCRIBER^PAT",
         f"ORC|RE|PLC{seq}|FIL{seq}",
         f"OBR|1|PLC{seq}|FIL{seq}|57021-8^CBC W Auto Differential panel - Blood^LN|||{t}|||||||{t}||1234^PRESCRIBER^PAT||||||{t}||HM|F",
     ]
@@ -85,7 +85,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

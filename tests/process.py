@@ -43,7 +43,7 @@ class DaemonProcess:
         self.cwd = cwd or tmp
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 120) -> "DaemonProcess":
+    def start(self, timeout: float = 120) -> DaemonProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(["bash", "-c", self.command], cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)

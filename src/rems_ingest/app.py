@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -163,7 +163,7 @@ class Daemon:
             "tasks": tasks,
             "outbox_pending": pending,
             "outbox_oldest_pending_seconds": round(oldest_age, 1),
-            "last_publish_at": datetime.fromtimestamp(self.relay.last_publish, timezone.utc).isoformat() if self.relay.last_publish else None,
+            "last_publish_at": datetime.fromtimestamp(self.relay.last_publish, UTC).isoformat() if self.relay.last_publish else None,
             "rules_profile": self.policy().label,
         }
 
@@ -192,7 +192,7 @@ class Daemon:
             if not self._sweep_retry:
                 try:
                     await asyncio.wait_for(self.stop.wait(), self.settings.sweep.interval_seconds)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 if self.stop.is_set():
                     return
@@ -235,4 +235,4 @@ class Daemon:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

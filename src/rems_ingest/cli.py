@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import tempfile
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NoReturn
@@ -236,7 +236,7 @@ def sweep_overdue(ctx: click.Context, now: str | None) -> None:
         except ValueError:
             _fail(f"--now {now!r} is not an ISO date-time")
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
     _run_clinic(ctx, lambda c: c.sweep_overdue(when))
 
 
@@ -287,7 +287,7 @@ def replay(ctx: click.Context, ids: tuple[int, ...], since: datetime | None, sta
 
     s = _settings(ctx)
     if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)
+        since = since.replace(tzinfo=UTC)
     store, _ = _clinic(ctx)
     policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
     ingest = IngestService(store, policy, **s.mllp.ingest_options())
@@ -329,7 +329,7 @@ def prune(ctx: click.Context, older_than: int, dry_run: bool, actor: str) -> Non
     from rems_ingest.adapters.db.repository import Repository
 
     store, _ = _clinic(ctx)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cutoff = (now - timedelta(days=older_than)).isoformat()
 
     def job(conn: Any) -> int:
@@ -458,10 +458,9 @@ def simulate(file: Path, profile: str, population: str, therapy_start: datetime,
         policy = profiles.load(profile, dispense_profile)
     except CoreError as exc:
         raise click.UsageError(str(exc)) from None
+    from rems_ingest.core import dispense as dispense_rules
     from rems_ingest.core.rules import action_of, frequency_of
     from rems_ingest.core.timeline import Timeline
-
-    from rems_ingest.core import dispense as dispense_rules
 
     events = _simulate_events(file, Population(population), therapy_start.date(), Decimal(str(baseline_anc)) if baseline_anc else None, Frequency(monitoring_frequency) if monitoring_frequency else None)
     timeline = Timeline(policy)  # events applied as the daemon applies them when they arrive in this order
@@ -556,4 +555,4 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-__all__ = ["main", "cli", "Frequency", "timedelta"]
+__all__ = ["Frequency", "cli", "main", "timedelta"]

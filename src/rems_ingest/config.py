@@ -70,7 +70,7 @@ class MllpSettings(_Section):
     # site codes in OBX-3 (code or label, case-insensitive) -> what they measure; added to the built-in list
     local_codes: dict[str, Literal["anc", "segs_abs", "bands_abs", "neut_pct", "segs_pct", "bands_pct", "wbc", "not_blood"]] = {}
 
-    def time_limits(self, baseline_window_days: int = 30) -> "TimeLimits":
+    def time_limits(self, baseline_window_days: int = 30) -> TimeLimits:
         from datetime import timedelta
 
         from rems_ingest.core.plausibility import TimeLimits
@@ -89,7 +89,7 @@ class MllpSettings(_Section):
             time_limits=self.time_limits(),
         )
 
-    def code_map(self) -> "CodeMap":
+    def code_map(self) -> CodeMap:
         from rems_ingest.hl7v2.codes import DEFAULT_LOCAL_CODES, CodeMap, Role
 
         return CodeMap({**DEFAULT_LOCAL_CODES, **{k.strip().upper(): Role(v) for k, v in self.local_codes.items()}})

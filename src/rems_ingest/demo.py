@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date, timedelta
-from typing import Callable
 
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.mllp.client import MllpClient

@@ -16,7 +16,7 @@ allowed), ``dispense`` ((date, authorized)).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -156,17 +156,17 @@ CASES: list[Case] = [
 
     # ------------------------------------------------------------ section 3.1: routine cadence
     Case("3.1-no-stepdown-before-6m", "§3.1", "No step-down suggestion before 6 calendar months (start on a month end)",
-         (f"2026-01-30,1800", f"2026-07-30,1800"), dict(freq="weekly", alerts=set()), start=date(2026, 1, 31)),
+         ("2026-01-30,1800", "2026-07-30,1800"), dict(freq="weekly", alerts=set()), start=date(2026, 1, 31)),
     Case("3.1-stepdown-6m", "§3.1", "At 6 calendar months with normal ANCs: step-down to every 2 weeks is suggested, not imposed",
-         (f"2026-01-30,1800", f"2026-07-31,1800"), dict(freq="weekly", due="2026-08-07", alerts={STEP}), start=date(2026, 1, 31)),
+         ("2026-01-30,1800", "2026-07-31,1800"), dict(freq="weekly", due="2026-08-07", alerts={STEP}), start=date(2026, 1, 31)),
     Case("3.1-stepdown-confirmed", "§3.1", "A confirmed step-down changes the interval: every 2 weeks from the latest ANC",
-         (f"2026-01-30,1800", f"2026-07-31,1800", f"2026-08-01,stepdown_confirmed"), dict(freq="every_2_weeks", due="2026-08-14", alerts=set()), start=date(2026, 1, 31)),
+         ("2026-01-30,1800", "2026-07-31,1800", "2026-08-01,stepdown_confirmed"), dict(freq="every_2_weeks", due="2026-08-14", alerts=set()), start=date(2026, 1, 31)),
     Case("3.1-stepdown-blocked-by-mild", "§3.1", "A non-normal ANC in the phase blocks the step-down suggestion",
-         (f"2026-01-30,1800", f"2026-05-04,1200", f"2026-05-05,1700", f"2026-07-31,1800"), dict(freq="weekly", alerts=set()), start=date(2026, 1, 31)),
+         ("2026-01-30,1800", "2026-05-04,1200", "2026-05-05,1700", "2026-07-31,1800"), dict(freq="weekly", alerts=set()), start=date(2026, 1, 31)),
     Case("3.1-stepdown-month-end", "§3.1", "6 months from 31 August is 28 February (calendar months, clamped to the month's end)",
-         (f"2025-08-30,1800", f"2026-02-28,1800"), dict(freq="weekly", alerts={STEP}), start=date(2025, 8, 31)),
+         ("2025-08-30,1800", "2026-02-28,1800"), dict(freq="weekly", alerts={STEP}), start=date(2025, 8, 31)),
     Case("3.1-stepdown-12m-monthly", "§3.1 / §8", "At 12 months on every-2-weeks: monthly is suggested; confirmed monthly is +28 days",
-         (f"2025-05-30,1800", f"2026-05-31,1800", f"2026-06-01,stepdown_confirmed"), dict(freq="monthly", due="2026-06-28", alerts=set()),
+         ("2025-05-30,1800", "2026-05-31,1800", "2026-06-01,stepdown_confirmed"), dict(freq="monthly", due="2026-06-28", alerts=set()),
          start=date(2025, 5, 31), transfer="every_2_weeks"),
 
     # ------------------------------------------------------------ section 3.2: baseline and initiation

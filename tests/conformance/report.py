@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.conformance.cases import CASES
@@ -85,7 +85,7 @@ def render(outcome: dict[str, str], when: str) -> str:
 
 def main() -> None:
     outcome = run()
-    DOC.write_text(render(outcome, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
+    DOC.write_text(render(outcome, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")))
     failed = [k for k, v in outcome.items() if v != "passed"]
     print(f"wrote {DOC.relative_to(ROOT)}: {len(outcome)} tests, {len(failed)} not passed")
     sys.exit(1 if failed else 0)

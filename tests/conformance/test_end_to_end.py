@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 from rems_ingest.app import Daemon
-from tests.conftest import make_settings, purge_topology, test_topology
 from tests.conformance.cases import CASES, Case
 from tests.conformance.e2e import Collector, Driver
 from tests.conformance.pure import compare
+from tests.conftest import make_settings, purge_topology, test_topology
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.asyncio(loop_scope="module")]
 

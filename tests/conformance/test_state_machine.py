@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from rems_ingest import profiles
 from rems_ingest.core import dispense, rules
 from rems_ingest.core.errors import EventNotAllowed
-from rems_ingest.core.model import AlertKind, Category, AncResult, ClinicalEvent, Enroll, Population, ResultStatus, Tick, TreatmentStatus, evolve
+from rems_ingest.core.model import AlertKind, AncResult, Category, ClinicalEvent, Enroll, Population, ResultStatus, Tick, TreatmentStatus, evolve
 from rems_ingest.core.timeline import Timeline
 
 POLICY = profiles.load("us-label")

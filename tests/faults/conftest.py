@@ -4,8 +4,8 @@ will; the shared services are never touched)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -46,3 +46,19 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _services_up(request: pytest.FixtureRequest) -> None:
+    """A test that failed half-way through a fault must not leave the next one without its
+    broker or database: bring them back first."""
+    from tests.faults.nodes import _port_open
+
+    if "rabbit" in request.fixturenames:
+        node: RabbitNode = request.getfixturevalue("rabbit")
+        if not _port_open(node.port):
+            node.start()
+    if "pg" in request.fixturenames:
+        cluster: PgCluster = request.getfixturevalue("pg")
+        if not _port_open(cluster.port):
+            cluster.start()

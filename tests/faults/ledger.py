@@ -111,7 +111,7 @@ class ReadyProbe:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "ReadyProbe":
+    def __enter__(self) -> ReadyProbe:
         self._thread.start()
         return self
 

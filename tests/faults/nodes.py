@@ -64,15 +64,30 @@ class RabbitNode:
             raise AssertionError(f"rabbitmqctl {' '.join(args)} failed ({r.returncode}): {(r.stderr or r.stdout).decode(errors='replace')[-400:]}")
         return r.returncode
 
+    def _registered(self) -> bool:
+        """Is the node name still registered with epmd? A start while it is fails in silence
+        (``-detached`` returns 0 and the new node exits: "node with name ... already running")."""
+        r = subprocess.run(["epmd", "-names"], capture_output=True, text=True, timeout=10)
+        short = self.name.split("@", 1)[0]
+        return any(line.split()[1:2] == [short] for line in r.stdout.splitlines() if line.startswith("name "))
+
     def start(self) -> None:
-        subprocess.run(["rabbitmq-server", "-detached"], env=self.env, capture_output=True, timeout=60, check=True)
-        _wait(lambda: _port_open(self.port), 60, "private RabbitMQ node")
+        for attempt in range(3):
+            _wait(lambda: not self._registered(), 30, "the old node name to leave epmd")
+            subprocess.run(["rabbitmq-server", "-detached"], env=self.env, capture_output=True, timeout=60, check=True)
+            try:
+                _wait(lambda: _port_open(self.port), 40, "private RabbitMQ node")
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise
+                self.stop()  # whatever half-started goes, then try again
 
     def kill9(self) -> None:
         pid = int((self.base / "pid").read_text().strip())
         os.kill(pid, signal.SIGKILL)
         _wait(lambda: not _port_open(self.port), 20, "RabbitMQ node death")
-        time.sleep(0.5)  # epmd and the distribution port let go
+        _wait(lambda: not self._registered(), 30, "the killed node to leave epmd")
 
     def stop_app(self) -> None:
         self.ctl("stop_app")

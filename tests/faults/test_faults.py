@@ -21,8 +21,9 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -163,7 +164,7 @@ async def test_daemon_kill_9_again_and_again(tmp_path: Path, rabbit: RabbitNode,
         ledger = await _ledger(store, rabbit.url, prefix, feed, sender, expected)
     finally:
         d.stop()
-    _check(ledger, feed, "kill -9 x%d" % kills, capsys, f"left-behind alerts published {max(resumes):.1f} s after restart at worst")
+    _check(ledger, feed, f"kill -9 x{kills}", capsys, f"left-behind alerts published {max(resumes):.1f} s after restart at worst")
     assert max(resumes) <= RESUME_AFTER_RESTART
 
 

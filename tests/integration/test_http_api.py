@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest

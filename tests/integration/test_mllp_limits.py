@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 import trustme
@@ -41,7 +41,7 @@ async def good_ack(port: int, **kw: object) -> str:
 async def closed_by_server(reader: asyncio.StreamReader, timeout: float = 5) -> bool:
     try:
         return await asyncio.wait_for(reader.read(), timeout) is not None
-    except (ConnectionError, asyncio.TimeoutError):
+    except (TimeoutError, ConnectionError):
         return False
 
 
@@ -104,7 +104,7 @@ async def test_at_the_connection_limit_the_oldest_idle_connection_makes_room(lim
 async def test_allow_list_refuses_other_networks(tmp_path: Path) -> None:
     d = await start(tmp_path, allow=["10.0.0.0/8"])
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", d.server.bound_port)
+        reader, _writer = await asyncio.open_connection("127.0.0.1", d.server.bound_port)
         assert await closed_by_server(reader, timeout=2)
     finally:
         await d.shutdown()

@@ -52,7 +52,7 @@ async def test_relay_outlives_store_errors_readiness_tells_and_alerts_still_leav
         assert (metrics.REGISTRY.get_sample_value("rems_task_restarts_total", {"task": "relay"}) or 0) > restarts
 
         monkeypatch.undo()  # the database is back
-        paging = await drain(rabbitmq_url, list(topo.queues)[0], expect=3, timeout=30)
+        paging = await drain(rabbitmq_url, next(iter(topo.queues)), expect=3, timeout=30)
         assert {"therapy.emergency", "therapy.interrupt"} <= {b["kind"] for b in paging}
         assert await _until(lambda: d.readiness()["ready"], timeout=20), d.readiness()
         assert (metrics.REGISTRY.get_sample_value("rems_relay_last_publish_timestamp_seconds") or 0) > 0

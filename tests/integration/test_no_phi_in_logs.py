@@ -21,7 +21,7 @@ def phi_values(raw: bytes) -> set[str]:
         fields = seg.split("|")
         for n in PHI_FIELDS.get(fields[0], ()):
             if n < len(fields):
-                out |= {c for c in re.split(r"[\^~&]", fields[n]) if len(c) >= 3 and not c.isdigit() or len(c) == 8 and c.isdigit()}
+                out |= {c for c in re.split(r"[\^~&]", fields[n]) if (len(c) >= 3 and not c.isdigit()) or (len(c) == 8 and c.isdigit())}
     return out
 
 

@@ -3,9 +3,9 @@ message is kept, and the answer is the same on SQLite and PostgreSQL (issues #12
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -16,7 +16,7 @@ from rems_ingest.core.model import PatientKey
 from rems_ingest.demo import oru
 from tests.conftest import make_settings
 
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 START = TODAY - timedelta(days=20)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ async def test_seed_walk_through_on_postgres_and_rabbitmq(tmp_path: Path, postgr
     try:
         await wait_connected(d)
         acks = await enroll_and_walk(d, "PG1", "general")
-        paging = await drain(rabbitmq_url, list(topo.queues)[0], expect=4)
+        paging = await drain(rabbitmq_url, next(iter(topo.queues)), expect=4)
 
         assert ["AA", "AA", "AA"] == acks
         assert ["monitoring.confirm_repeat", "therapy.interrupt", "therapy.emergency", "therapy.interrupt"] == [b["kind"] for b in paging]
@@ -82,9 +82,9 @@ async def test_concurrent_sweeps_raise_exactly_one_overdue_alert(tmp_path: Path,
         async with MllpClient("127.0.0.1", daemons[0].server.bound_port) as c:
             await c.send(oru("SW-B", "SWEEP", START - timedelta(days=1), "1.8", "SW-B"))
         await daemons[0].clinic.enroll({"id": "SWEEP", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        now = datetime(2026, 3, 12, 9, tzinfo=timezone.utc)
+        now = datetime(2026, 3, 12, 9, tzinfo=UTC)
         await asyncio.gather(*(d.clinic.sweep_overdue(now) for d in daemons for _ in range(3)))
         overdue = daemons[0].store.read(lambda c: c.execute(select(func.count()).select_from(outbox).where(outbox.c.kind == "lab.overdue")).scalar_one())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rems_ingest.adapters.db.repository import Repository
@@ -12,7 +12,7 @@ from rems_ingest.core.model import PatientKey
 from rems_ingest.demo import oru
 from tests.conftest import make_settings
 
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 
 
 def _status(raw: bytes, code: str) -> bytes:

@@ -201,7 +201,7 @@ async def drain_ids(url: str, queue: str, expect: set[str]) -> tuple[set[str], i
                     seen.add(json.loads(msg.body)["alert_id"])
                     if expect <= seen:
                         break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     return seen, deliveries
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ async def test_seed_walk_through_reaches_paging_and_pharmacy_queues(pipeline, ra
     d, topo = pipeline
 
     acks = await enroll_and_walk(d, "GP1", "general")
-    paging = await drain(rabbitmq_url, list(topo.queues)[0], expect=4)
+    paging = await drain(rabbitmq_url, next(iter(topo.queues)), expect=4)
     pharmacy = await drain(rabbitmq_url, list(topo.queues)[1], expect=5)
 
     assert ["AA", "AA", "AA"] == acks
@@ -110,7 +110,7 @@ async def test_ben_patient_continues_at_900_and_is_interrupted_at_450(pipeline, 
     d, topo = pipeline
 
     await enroll_and_walk(d, "BEN1", "ben", baseline=1100)
-    paging = await drain(rabbitmq_url, list(topo.queues)[0], expect=3)
+    paging = await drain(rabbitmq_url, next(iter(topo.queues)), expect=3)
 
     assert ["monitoring.confirm_repeat", "therapy.emergency", "therapy.interrupt"] == [b["kind"] for b in paging]
     assert all(b["population"] == "ben" for b in paging)
@@ -220,16 +220,16 @@ async def test_pharmacy_hold_then_release_end_to_end(pipeline, rabbitmq_url: str
 
 
 async def test_an_alert_the_broker_returns_as_unroutable_stays_in_the_outbox_for_retry(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from sqlalchemy import select
 
     from rems_ingest.adapters.db.repository import Repository
     from rems_ingest.adapters.db.schema import outbox
 
-    d, topo = pipeline
+    d, _topo = pipeline
     await wait_connected(d)
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     row = dict(alert_id="unroutable-1", patient_pk=None, kind="x.test", cause="test", alert="{}", routing_key="nowhere.bound", payload="{}",
                state_version=0, created_at=now, withdrawn=False, attempts=0, next_attempt_at=now)
     await d.store.write(lambda c: Repository(c).add_alerts([row]))

@@ -44,7 +44,7 @@ def _acceptable(state: PatientState, cat: Category) -> bool:
     return cat in (Category.NORMAL, Category.MILD)
 
 
-def check(policy: "RulesPolicy", state: PatientState | None, on: date) -> DispenseDecision:
+def check(policy: RulesPolicy, state: PatientState | None, on: date) -> DispenseDecision:
     """May clozapine be dispensed on ``on``? Order of checks: rules.md 5.2."""
     from rems_ingest.core.rules import frequency_of  # local: rules imports this module
 

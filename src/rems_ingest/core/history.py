@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from rems_ingest.core.model import AncResult, Event, ResultStatus, event_sort_key
 

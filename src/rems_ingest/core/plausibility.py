@@ -9,7 +9,7 @@ Such a result is kept and reported (ERR warning, ``data.quality``) but never app
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 # a draw time without an offset is the sender's local time: allow for any UTC offset
 _LOCAL_TIME_SLACK = timedelta(hours=14)
@@ -25,10 +25,10 @@ class TimeLimits:
 def implausible_draw_time(observed_at: datetime, received_at: datetime, limits: TimeLimits, therapy_start: date | None = None) -> str | None:
     """Why this draw time must not move the state, or None. ``therapy_start`` is given only
     for a patient already on therapy (a result long before it is not a baseline either)."""
-    received = received_at if received_at.tzinfo else received_at.replace(tzinfo=timezone.utc)
+    received = received_at if received_at.tzinfo else received_at.replace(tzinfo=UTC)
     slack = timedelta(0)
     if observed_at.tzinfo is None:
-        observed = observed_at.replace(tzinfo=timezone.utc)
+        observed = observed_at.replace(tzinfo=UTC)
         slack = _LOCAL_TIME_SLACK
     else:
         observed = observed_at

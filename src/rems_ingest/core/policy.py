@@ -6,9 +6,10 @@ into a frozen ``RulesPolicy`` here (pure: takes a mapping, never reads files).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from rems_ingest.core.errors import PolicyError
 from rems_ingest.core.model import Frequency
@@ -97,7 +98,7 @@ class RulesPolicy:
             return self.supply_every_2_weeks
         return self.supply_weekly
 
-    def with_dispense_profile(self, profile: str) -> "RulesPolicy":
+    def with_dispense_profile(self, profile: str) -> RulesPolicy:
         if profile not in DISPENSE_PROFILES:
             raise PolicyError(f"unknown dispense profile {profile!r}; use one of {', '.join(DISPENSE_PROFILES)}")
         from dataclasses import replace
@@ -105,7 +106,7 @@ class RulesPolicy:
         return replace(self, dispense_profile=profile)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "RulesPolicy":
+    def from_mapping(cls, data: Mapping[str, Any]) -> RulesPolicy:
         """Build from a parsed TOML profile; every key is required so a typo fails loudly."""
         try:
             prof = data["profile"]

@@ -7,10 +7,11 @@ whole history in specimen order. Both are pure: the date comes in with the event
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from rems_ingest.core import dispense
 from rems_ingest.core.errors import EventNotAllowed, InvalidInput
@@ -188,14 +189,14 @@ def _recovered(policy: RulesPolicy, state: PatientState, anc: Decimal) -> bool:
 # ---------------------------------------------------------------- alerts
 
 
-def _alert(kind: AlertKind, cause: str, on: date, reason: str = "", severity: Severity | None = None, **detail: str) -> Alert:
+def _alert(kind: AlertKind, cause: str, on: date, reason: str = "", severity: Severity | None = None, details: Mapping[str, str] | None = None, **detail: str) -> Alert:
     return Alert(
         kind=kind,
         cause=cause,
         on=on,
         severity=severity or _SEVERITY[kind],
         reason=reason or _REASONS.get(kind, kind.value),
-        detail=tuple(sorted(detail.items())),
+        detail=tuple(sorted({**(details or {}), **detail}.items())),
     )
 
 
@@ -327,9 +328,9 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
     _validate_anc(e)
     cat = categorize(policy, s.population, e.value, e.wbc)
     if e.status is ResultStatus.PRELIMINARY:
-        alerts = []
+        provisional: list[Alert] = []
         if cat in (Category.SEVERE, Category.RED) and s.enrolled:
-            alerts.append(
+            provisional.append(
                 _alert(
                     AlertKind.EMERGENCY,
                     # the final result for this specimen raises the same identity (one page,
@@ -340,7 +341,7 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
                     provisional="true",
                 )
             )
-        return s, alerts, f"preliminary {cat.value} result: state unchanged"
+        return s, provisional, f"preliminary {cat.value} result: state unchanged"
     if not e.status.counts:
         return s, [], f"result status {e.status.value} does not count"
 
@@ -431,7 +432,7 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
             if kind is AlertKind.INTERRUPT_THERAPY and confirmed_red:
                 detail["red_confirmed"] = "true"
                 detail["non_rechallenge"] = "true"
-        alerts.append(_alert(kind, cause, e.on, **detail))
+        alerts.append(_alert(kind, cause, e.on, details=detail))
 
     if new.phase is Phase.NORMAL:
         step_alert, new = _stepdown(policy, new, e.on, cause)
@@ -639,10 +640,10 @@ def _resume(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) 
             cause,
             e.on,
             reason=f"Restart after {gap} days: monitor as a new patient; a new baseline ANC is required",
-            **detail,
+            details=detail,
         )
-        s, more, why = _evaluate_baseline(policy, s, e.on, cause)
-        return s, [a, *more], f"gap {gap} days >= {policy.interruption_new_patient_days}: new patient; {why}"
+        s, baseline_alerts, why = _evaluate_baseline(policy, s, e.on, cause)
+        return s, [a, *baseline_alerts], f"gap {gap} days >= {policy.interruption_new_patient_days}: new patient; {why}"
     more: list[Alert] = []
     if s.phase in (Phase.CLOSED, Phase.DISC_MONITOR):
         s = evolve(s, phase=Phase.NORMAL)
@@ -654,8 +655,8 @@ def _resume(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) 
             # sorts before this event) applies now: never resume over a severe ANC in silence
             redo = AncResult(latest.key, latest.value, latest.observed_at or datetime(latest.on.year, latest.on.month, latest.on.day), ResultStatus.FINAL, wbc=latest.wbc)
             s, more, _ = _on_anc(policy, s, redo)
-    detail = {"retitration_required": "true"} if gap >= policy.retitration_after_days else {}
-    return s, [_alert(AlertKind.RESUME_THERAPY, cause, e.on, reason=f"Therapy resumed after {gap} days; monitoring as before", **detail), *more], "resumed"
+    retitrate = {"retitration_required": "true"} if gap >= policy.retitration_after_days else {}
+    return s, [_alert(AlertKind.RESUME_THERAPY, cause, e.on, reason=f"Therapy resumed after {gap} days; monitoring as before", details=retitrate), *more], "resumed"
 
 
 def _fever(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) -> tuple[PatientState, list[Alert], str]:

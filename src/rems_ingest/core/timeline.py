@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from rems_ingest.core import rules
 from rems_ingest.core.errors import EventNotAllowed
 from rems_ingest.core.history import is_append, merge
-from rems_ingest.core.model import Alert, AlertKind, AncResult, Event, PatientKey, PatientState, ResultStatus, alert_id, evolve
+from rems_ingest.core.model import Alert, AlertKind, AncResult, Event, PatientKey, PatientState, ResultStatus, alert_id, event_sort_key, evolve
 from rems_ingest.core.policy import RulesPolicy
 
 _NOT_DIFFED = (AlertKind.ALERT_SUPERSEDED, AlertKind.DATA_QUALITY)
@@ -33,7 +33,7 @@ class Applied:
 @dataclass
 class Timeline:
     policy: RulesPolicy
-    patient: PatientKey = PatientKey("SIMULATED")
+    patient: PatientKey = field(default_factory=lambda: PatientKey("SIMULATED"))
     history: list[Event] = field(default_factory=list)
     state: PatientState = field(default_factory=PatientState)
     outbox: dict[str, tuple[Alert, bool]] = field(default_factory=dict)  # alert id -> (alert, withdrawn)
@@ -48,14 +48,15 @@ class Timeline:
         if not removal and is_append(self.history, event):
             d = rules.step(self.policy, before, event)
             self.history.append(event)
-            new_state, raised, withdrawn, why = d.state, list(d.alerts), [], d.explanation
+            withdrawn: list[Alert] = []
+            new_state, raised, why = d.state, list(d.alerts), d.explanation
         else:
             merged, changed = merge(self.history, event)
             if not changed:
                 return Applied(before, (), (), "nothing to change", False)
             folded = rules.fold(self.policy, merged)
             if strict and event in merged:
-                d = folded.decisions[sorted(merged, key=rules.event_sort_key).index(event)]
+                d = folded.decisions[sorted(merged, key=event_sort_key).index(event)]
                 if d.explanation.startswith("ignored:"):
                     raise EventNotAllowed(d.explanation.removeprefix("ignored: "))
             active = self.active()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 from rems_ingest.hl7v2.extract import Header
 from rems_ingest.hl7v2.message import Delimiters, escape

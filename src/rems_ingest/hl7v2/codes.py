@@ -6,10 +6,10 @@ Data, not logic: LOINC codes checked against hl7.md 5.1; local codes are configu
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import Callable
 
 from rems_ingest.hl7v2.memo import MAX_TEXT, remember_short
 from rems_ingest.hl7v2.message import Delimiters, unescape

@@ -8,10 +8,11 @@ never a guess.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 from rems_ingest.core.model import PatientKey, ResultStatus
 from rems_ingest.hl7v2 import codes as codes_mod
@@ -439,8 +440,8 @@ def _finish_group(g: _Group, h: Header, d: Delimiters, out: list[Observation], i
     if wbc is None or pct is None:
         return
     if pr.role is Role.SEGS_PCT and Role.BANDS_PCT in by_role:
-        bands = percent(by_role[Role.BANDS_PCT][0])
-        pct += bands or 0
+        band_pct = percent(by_role[Role.BANDS_PCT][0])
+        pct += band_pct or 0
     statuses = {_status(x, g) for x in (pr, wbc_rows[0])}
     status = ResultStatus.PRELIMINARY if ResultStatus.PRELIMINARY in statuses else _status(pr, g)
     make(pr, (wbc[0] * pct / 100).quantize(Decimal("0.1")), derived=True, status=status, code="DERIVED")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.decode import DEFAULT_MAX_SEGMENTS, decode

@@ -8,7 +8,8 @@ to ``maxsize`` oversized fields (each up to a frame, 1 MiB by default) in memory
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 MAX_TEXT = 256  # longer than any unit, timestamp or code label a lab sends
 

@@ -40,7 +40,7 @@ def _delimiters(chars: str) -> Delimiters:
 class Segment:
     """Fields of one segment, numbered as HL7 numbers them (``seg[3]`` is PID-3 / MSH-3)."""
 
-    __slots__ = ("name", "_fields", "_d")
+    __slots__ = ("_d", "_fields", "name")
 
     def __init__(self, raw: str, d: Delimiters) -> None:
         parts = raw.split(d.field)

@@ -6,7 +6,7 @@ differential test runs both over every fixture and over generated messages.
 
 from __future__ import annotations
 
-import hl7
+import hl7  # type: ignore[import-untyped]  # python-hl7 ships no types
 
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.errors import Unparseable
@@ -15,7 +15,7 @@ from rems_ingest.hl7v2.message import Delimiters
 
 
 class _Seg:
-    __slots__ = ("name", "_seg")
+    __slots__ = ("_seg", "name")
 
     def __init__(self, seg: hl7.Segment) -> None:
         self._seg = seg
@@ -28,7 +28,7 @@ class _Seg:
 def extract_reference(text: str, code_map: CodeMap | None = None) -> Extraction:
     try:
         msg = hl7.parse(text)
-    except Exception as exc:  # python-hl7 raises bare AssertionError/IndexError on hostile input
+    except Exception as exc:  # noqa: BLE001 - python-hl7 raises bare AssertionError/IndexError on hostile input
         raise Unparseable(f"python-hl7 could not parse the message ({type(exc).__name__})") from None
     segs = [_Seg(s) for s in msg if str(s[0]).strip()]
     seps = msg.separators if hasattr(msg, "separators") else "\r|~^&"

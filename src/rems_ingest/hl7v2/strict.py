@@ -21,8 +21,8 @@ class Verdict:
 
 
 def validate_strict(raw: bytes, default_charset: str = "utf-8") -> list[Verdict]:
-    from hl7apy.consts import VALIDATION_LEVEL
-    from hl7apy.parser import parse_message
+    from hl7apy.consts import VALIDATION_LEVEL  # type: ignore[import-untyped]  # hl7apy ships no types
+    from hl7apy.parser import parse_message  # type: ignore[import-untyped]
 
     try:
         text = decode(raw, default_charset).text

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import orjson
 import structlog
+from structlog.types import Processor
 
 _REDACT = ("raw", "message_text", "payload", "name", "dob")
 
 
-def _redact(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+def _redact(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in _REDACT:
         if key in event:
             event[key] = "[redacted]"
@@ -29,7 +32,7 @@ def _dumps(event: dict[str, object], **_: object) -> str:
 
 
 def configure(fmt: str = "json", level: str = "INFO") -> None:
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

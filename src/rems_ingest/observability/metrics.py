@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -64,7 +65,8 @@ def counted_on_commit() -> Iterator[None]:
     """Wrap a transaction (its commit included): ``count`` calls inside it take effect only if
     the block finishes without an exception."""
     outer = getattr(_pending, "buffer", None)
-    _pending.buffer = buffer = []
+    buffer: list[Any] = []
+    _pending.buffer = buffer
     try:
         yield
     finally:

@@ -7,10 +7,11 @@ store transaction: validated by the rules core first, so nothing is half-written
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -62,7 +63,7 @@ class ClinicService:
     store: Store
     policy: Callable[[], RulesPolicy]
     timezone: str = "UTC"
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_alerts: Callable[[], None] = lambda: None
 
     def today(self, now: datetime | None = None) -> date:
@@ -257,7 +258,10 @@ class ClinicService:
         due = await self.store.aread(lambda conn: Repository(conn).due_patients(today))
         raised: list[dict[str, Any]] = []
         for key in due:
-            ids = await self.store.write(lambda conn, k=key: tick(Repository(conn), self.policy(), k, now, today), locks=(key,))
+            def job(conn: Any, k: PatientKey = key) -> list[tuple[str, str]]:
+                return tick(Repository(conn), self.policy(), k, now, today)
+
+            ids = await self.store.write(job, locks=(key,))
             raised += [{"alert_id": i, "kind": kind, "patient": {"id": key.id, "authority": key.authority}} for i, kind in ids]
         if raised:
             self.on_alerts()

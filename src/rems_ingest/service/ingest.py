@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.engine import Connection
@@ -89,7 +90,7 @@ class IngestService:
     time_limits: TimeLimits = field(default_factory=TimeLimits)
     application: str = "REMS_INGEST"
     facility: str = ""
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_alerts: Callable[[], None] = lambda: None  # wake the outbox relay (only when alerts were written)
 
     def __post_init__(self) -> None:

@@ -10,9 +10,10 @@ audited with who ran it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.db.store import Store
@@ -33,7 +34,7 @@ def _when(stamp: str | None) -> datetime | None:
 class ReplayService:
     store: Store
     ingest: IngestService
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def select(self, *, ids: Sequence[int] = (), since: datetime | None = None, status: str | None = None, warned: bool = False) -> list[Any]:
         return await self.store.aread(lambda c: Repository(c).messages_for_replay(ids=ids, since=since.isoformat() if since else None, status=status, warned=warned))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import structlog
 
@@ -82,7 +82,7 @@ class Supervisor:
                 log.error("task_crashed", task=name, error=type(exc).__name__, restart_in=round(delay, 2), consecutive_failures=h.consecutive_failures)
             try:
                 await asyncio.wait_for(self.stop.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(self.max_backoff, delay * 2) * random.uniform(0.8, 1.2)
         h.running = False

@@ -137,7 +137,7 @@ class TestOverdue:
     def test_overdue_in_daily_monitoring_is_high_priority(self) -> None:
         d = run(started() + [anc(7, 800), self.tick(9)]).decisions[-1]
 
-        assert "high" == [a for a in d.alerts if a.kind.value == "lab.overdue"][0].severity.value
+        assert "high" == next(a for a in d.alerts if a.kind.value == "lab.overdue").severity.value
 
     def test_a_late_result_resolves_the_overdue_alert(self) -> None:
         f = run(started() + [anc(7, 1800), self.tick(15), anc(16, 1800)])

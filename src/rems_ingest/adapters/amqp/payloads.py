@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import orjson
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from rems_ingest.core.model import Alert, PatientKey, PatientState
 from rems_ingest.core.rules import action_of, frequency_of

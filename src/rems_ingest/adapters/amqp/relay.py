@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import aiormq
@@ -33,7 +33,7 @@ RETRYABLE = tuple(CONNECTION_EXCEPTIONS) + (asyncio.TimeoutError, ConnectionErro
 
 
 def _utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -99,7 +99,7 @@ class OutboxRelay:
                 break
             try:
                 await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(self.max_reconnect_delay, delay * 2) * random.uniform(0.8, 1.2)  # capped back-off with jitter
 
@@ -145,7 +145,7 @@ class OutboxRelay:
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if self.linger:
                 await asyncio.sleep(self.linger)
@@ -170,7 +170,7 @@ class OutboxRelay:
                 log.info("relay_released_stale_claims", count=released)
         self._release_own = False
         now = self.clock()
-        lease = (now + timedelta(seconds=self.lease_seconds)).isoformat()
+        lease = (now + timedelta(seconds=self.lease_seconds or self.publish_timeout)).isoformat()
         rows = await self.store.write(lambda c: Repository(c).claim(self.batch, now.isoformat(), lease, self.owner), durable=False)
         self.on_progress()
         if not rows or time.monotonic() - self._backlog_at >= self.backlog_refresh:
@@ -236,7 +236,7 @@ class OutboxRelay:
             on_progress()
             try:
                 await asyncio.wait_for(stop.wait(), every)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _update_backlog(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -26,7 +27,7 @@ class Topology:
     queues: dict[str, tuple[str, ...]] = field(default_factory=lambda: _queues("rems"))
 
     @classmethod
-    def with_prefix(cls, prefix: str, queue_type: str = "quorum") -> "Topology":
+    def with_prefix(cls, prefix: str, queue_type: str = "quorum") -> Topology:
         """``rems`` gives the contract's names; another prefix isolates an environment."""
         return cls(f"{prefix}.alerts", f"{prefix}.dlx", f"{prefix}.dead-letter", queue_type, _queues(prefix))
 
@@ -36,7 +37,7 @@ async def declare(channel: AbstractChannel, topo: Topology) -> AbstractExchange:
     dlx = await channel.declare_exchange(topo.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
     dlq = await channel.declare_queue(topo.dead_letter_queue, durable=True, arguments={"x-queue-type": "classic"})
     await dlq.bind(dlx)
-    args = {"x-queue-type": topo.queue_type, "x-dead-letter-exchange": topo.dlx, "x-overflow": "reject-publish"}
+    args: dict[str, Any] = {"x-queue-type": topo.queue_type, "x-dead-letter-exchange": topo.dlx, "x-overflow": "reject-publish"}
     for name, keys in topo.queues.items():
         q = await channel.declare_queue(name, durable=True, arguments=args)
         for key in keys:

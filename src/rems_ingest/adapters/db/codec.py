@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-
-import orjson
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, get_type_hints
+
+import orjson
 
 from rems_ingest.core import model
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Any, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
 
 import orjson
 from sqlalchemy import and_, delete, event, func, insert, or_, select, update
@@ -88,7 +89,7 @@ _SQL["patient_lock"] = _SQL["patient"]  # SQLite: the single writer already seri
 # before COMMIT — instead of one statement each. On PostgreSQL that is a network round trip each.
 # Only engines that carry the flushing hooks defer; any other connection writes at once.
 _DEFERRED = "rems_deferred_rows"
-_DEFERRING: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_DEFERRING: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def enable_deferred_writes(engine: Engine) -> None:
@@ -230,7 +231,7 @@ class Repository:
         database's order, then any new patient is created and locked one by one."""
         found = self._raw("lock_patients", {"ids": [k.id for k in keys], "auths": [k.authority for k in keys]}).fetchall()
         existing = {PatientKey(pid, auth) for pid, auth in found}
-        now = datetime.now(timezone.utc).isoformat()  # a new row's updated_at; its first save overwrites it
+        now = datetime.now(UTC).isoformat()  # a new row's updated_at; its first save overwrites it
         for key in keys:
             if key not in existing:
                 self.patient(key, create=True, lock=True, now=now)

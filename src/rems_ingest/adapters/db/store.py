@@ -15,10 +15,11 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import create_engine, event, text
@@ -28,7 +29,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from rems_ingest.adapters.db.repository import Repository, enable_deferred_writes
 from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
-
 
 T = TypeVar("T")
 log = structlog.get_logger("rems_ingest.store")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from rems_ingest.adapters.mllp.framing import Frame, FrameDecoder, frame
 
@@ -17,7 +17,7 @@ class MllpClient:
         self._decoder = FrameDecoder(16 << 20)
         self._pending: list[bytes] = []
 
-    async def __aenter__(self) -> "MllpClient":
+    async def __aenter__(self) -> MllpClient:
         self._reader, self._writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None), self.timeout
         )

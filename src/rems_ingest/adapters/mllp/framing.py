@@ -42,7 +42,7 @@ class FrameDecoder:
 
     @property
     def in_frame(self) -> bool:
-        return bool(self._buf) and self._buf[:1] == VT or self._skipping
+        return (bool(self._buf) and self._buf[:1] == VT) or self._skipping
 
     def feed(self, data: bytes) -> list[Event]:
         buf = self._buf

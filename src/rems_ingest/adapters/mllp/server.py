@@ -11,8 +11,9 @@ import ipaddress
 import itertools
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -130,7 +131,7 @@ class MllpServer:
                 writer.close()
                 try:
                     await asyncio.wait_for(writer.wait_closed(), 2)
-                except (asyncio.TimeoutError, ConnectionError, ssl.SSLError):
+                except (TimeoutError, ConnectionError, ssl.SSLError):
                     pass
 
     def _evict_one(self, ip: str | None = None) -> bool:
@@ -210,12 +211,12 @@ class MllpServer:
         deadline = time.monotonic() + grace
         for w in list(self._writers):
             try:
-                w.transport.pause_reading()
+                w.transport.pause_reading()  # type: ignore[attr-defined]  # a socket transport reads too
             except Exception:  # noqa: BLE001 - transport already gone
                 pass
         pending = list(self._conns.keys())
         if pending:
-            done, still = await asyncio.wait(pending, timeout=max(0.1, min(0.5, deadline - time.monotonic())))
+            _done, still = await asyncio.wait(pending, timeout=max(0.1, min(0.5, deadline - time.monotonic())))
             for w in list(self._writers):
                 w.close()
             if still:
