@@ -127,21 +127,32 @@ def _tag() -> str:
     return uuid.uuid4().hex[:6]
 
 
+async def _begin(tmp_path: Path, per_patient: int, store: str, amqp_url: str | None) -> tuple[Feed, set[str], DaemonProcess, str]:
+    """A feed, the alert ids a fault-free run raises for it, and a daemon process serving it
+    (patients enrolled, baselines in)."""
+    tag = _tag()
+    feed = Feed(tag, patients=6, per_patient=per_patient, connections=3)
+    (tmp_path / "ref").mkdir()
+    expected = await reference_alerts(tmp_path / "ref", feed)
+    prefix = f"f{tag}"
+    d = DaemonProcess(tmp_path, env=_env(store, amqp_url, prefix)).start()
+    try:
+        await _setup(d, feed)
+    except BaseException:
+        d.stop()
+        raise
+    return feed, expected, d, prefix
+
+
 # ------------------------------------------------------------------ the daemon dies
 
 
 async def test_daemon_kill_9_again_and_again(tmp_path: Path, rabbit: RabbitNode, capsys: pytest.CaptureFixture[str]) -> None:
-    tag = _tag()
-    feed = Feed(tag, patients=6, per_patient=150 if FULL else 40, connections=3)
     kills = 10 if FULL else 3
-    (tmp_path / "ref").mkdir()
-    expected = await reference_alerts(tmp_path / "ref", feed)
     store = f"sqlite:///{tmp_path}/kill.db"
-    prefix = f"f{tag}"
-    d = DaemonProcess(tmp_path, env=_env(store, rabbit.url, prefix)).start()
+    feed, expected, d, prefix = await _begin(tmp_path, 150 if FULL else 40, store, rabbit.url)
     resumes: list[float] = []
     try:
-        await _setup(d, feed)
 
         async def killer(sender: Sender) -> None:
             for k in range(kills):
@@ -172,16 +183,10 @@ async def test_daemon_kill_9_again_and_again(tmp_path: Path, rabbit: RabbitNode,
 
 
 async def test_broker_kill_9_and_stop_start(tmp_path: Path, rabbit: RabbitNode, capsys: pytest.CaptureFixture[str]) -> None:
-    tag = _tag()
-    feed = Feed(tag, patients=6, per_patient=100 if FULL else 40, connections=3)
-    (tmp_path / "ref").mkdir()
-    expected = await reference_alerts(tmp_path / "ref", feed)
     store = f"sqlite:///{tmp_path}/broker.db"
-    prefix = f"f{tag}"
-    d = DaemonProcess(tmp_path, env=_env(store, rabbit.url, prefix)).start()
+    feed, expected, d, prefix = await _begin(tmp_path, 100 if FULL else 40, store, rabbit.url)
     report: list[str] = []
     try:
-        await _setup(d, feed)
         # RabbitMQ 3.10 loses a quorum queue declared less than ~1 s before a kill -9
         # (reliability.md 1.7): let the daemon's topology settle first
         await asyncio.sleep(5)
@@ -224,21 +229,15 @@ async def test_broker_kill_9_and_stop_start(tmp_path: Path, rabbit: RabbitNode, 
 
 
 async def test_postgres_restart_fast_and_immediate(tmp_path: Path, rabbit: RabbitNode, pg: PgCluster, capsys: pytest.CaptureFixture[str]) -> None:
-    tag = _tag()
-    feed = Feed(tag, patients=6, per_patient=100 if FULL else 40, connections=3)
-    (tmp_path / "ref").mkdir()
-    expected = await reference_alerts(tmp_path / "ref", feed)
     import psycopg
 
-    db = f"rems_{tag}"
+    db = f"rems_{_tag()}"
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     store = pg.url.rsplit("/", 1)[0] + f"/{db}"
-    prefix = f"f{tag}"
-    d = DaemonProcess(tmp_path, env=_env(store, rabbit.url, prefix)).start()
+    feed, expected, d, prefix = await _begin(tmp_path, 100 if FULL else 40, store, rabbit.url)
     report: list[str] = []
     try:
-        await _setup(d, feed)
         with ReadyProbe(d.http_port) as probe:
 
             def restart(mode: str) -> tuple[Step, Step]:
@@ -286,16 +285,10 @@ def small_disk(tmp_path: Path) -> Any:
 
 
 async def test_disk_full_then_space_freed(tmp_path: Path, rabbit: RabbitNode, small_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tag = _tag()
-    feed = Feed(tag, patients=6, per_patient=60 if FULL else 30, connections=3)
-    (tmp_path / "ref").mkdir()
-    expected = await reference_alerts(tmp_path / "ref", feed)
     store = f"sqlite:///{small_disk}/full.db"
-    prefix = f"f{tag}"
-    d = DaemonProcess(tmp_path, env=_env(store, rabbit.url, prefix)).start()
+    feed, expected, d, prefix = await _begin(tmp_path, 60 if FULL else 30, store, rabbit.url)
     report: list[str] = []
     try:
-        await _setup(d, feed)
         with ReadyProbe(d.http_port) as probe:
 
             async def fill(sender: Sender) -> None:

@@ -37,6 +37,24 @@ log = structlog.get_logger("rems_ingest.ingest")
 _ERR_TEXT = {100: "Segment sequence error", 101: "Required field missing", 102: "Data type error", 103: "Table value not found", 207: "Application internal error"}
 
 
+def _insert_message(repo: Repository, m: ParsedMessage, dkey: str, now: datetime, status: str, ack_code: str, ack_detail: str) -> int | None:
+    """The raw message row (None: this dedupe key is already stored, i.e. a resend)."""
+    h = m.header
+    assert h is not None
+    return repo.insert_message(
+        dedupe_key=dkey,
+        sending_app=h.sending_app[:200],
+        sending_facility=h.sending_facility[:200],
+        control_id=h.control_id[:200],
+        received_at=now.isoformat(),
+        status=status,
+        ack_code=ack_code,
+        ack_detail=ack_detail,
+        charset=m.charset,
+        raw=m.text.encode("utf-8", "surrogateescape"),
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """Could the same message succeed later? Store unreachable, locked, full, a lost
     connection or a constraint race: yes (AE). A value the store refuses (too long, out of
@@ -205,18 +223,7 @@ class IngestService:
         def tx(conn: Connection) -> IngestResult:
             repo = Repository(conn)
             dkey = dedupe_key(h, m.text)
-            msg_id = repo.insert_message(
-                dedupe_key=dkey,
-                sending_app=h.sending_app[:200],
-                sending_facility=h.sending_facility[:200],
-                control_id=h.control_id[:200],
-                received_at=now.isoformat(),
-                status="REJECTED",
-                ack_code=result.ack_code,
-                ack_detail=json.dumps(result.errors),
-                charset=m.charset,
-                raw=m.text.encode("utf-8", "surrogateescape"),
-            )
+            msg_id = _insert_message(repo, m, dkey, now, "REJECTED", result.ack_code, json.dumps(result.errors))
             if msg_id is None:
                 found = repo.find_message(dkey)
                 return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
@@ -235,18 +242,7 @@ class IngestService:
         h, ex = m.header, m.extraction
         assert h is not None and ex is not None
         dkey = dedupe_key(h, m.text)
-        msg_id = repo.insert_message(
-            dedupe_key=dkey,
-            sending_app=h.sending_app[:200],
-            sending_facility=h.sending_facility[:200],
-            control_id=h.control_id[:200],
-            received_at=now.isoformat(),
-            status="PROCESSED" if ex.observations else "FILTERED",
-            ack_code="AA",
-            ack_detail="[]",
-            charset=m.charset,
-            raw=m.text.encode("utf-8", "surrogateescape"),
-        )
+        msg_id = _insert_message(repo, m, dkey, now, "PROCESSED" if ex.observations else "FILTERED", "AA", "[]")
         if msg_id is None:  # a resend: answer what was answered then, change nothing
             found = repo.find_message(dkey)
             return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
