@@ -96,6 +96,18 @@ async def _phased(d: DaemonProcess, feed: Feed, faults: list[tuple[Step, Step] |
     return sender
 
 
+async def _recovery(store_url: str, probe: ReadyProbe) -> tuple[float | None, float | None]:
+    """Called the moment a fault cleared: (seconds to the next publish, seconds to ready)."""
+    back_mono, back = time.monotonic(), time.time()
+    for _ in range(100):
+        if resumed_within(store_url, back) is not None:
+            break
+        await asyncio.sleep(0.1)
+    resume = resumed_within(store_url, back)
+    await asyncio.sleep(READY_AFTER_RECOVERY + 1)
+    return resume, probe.ready_after(back_mono)
+
+
 async def _drained(store_url: str, timeout: float = 30) -> None:
     """Every alert published: the 30 s after the last fault cleared."""
     deadline = time.monotonic() + timeout
@@ -203,14 +215,8 @@ async def test_broker_kill_9_and_stop_start(tmp_path: Path, rabbit: RabbitNode, 
                 async def end() -> None:
                     await asyncio.sleep(6)  # longer than amqp.ready_max_outbox_age_seconds (3 s)
                     await asyncio.to_thread(up)
-                    back_mono, back = time.monotonic(), time.time()
-                    for _ in range(100):
-                        if resumed_within(store, back) is not None:
-                            break
-                        await asyncio.sleep(0.1)
-                    resume = resumed_within(store, back)
-                    await asyncio.sleep(READY_AFTER_RECOVERY + 1)
-                    ready = probe.ready_after(back_mono)
+                    back_mono = time.monotonic()
+                    resume, ready = await _recovery(store, probe)
                     report.append(f"{name}: publishing resumed {resume:.1f} s, ready {ready:.1f} s after the broker was back" if resume is not None and ready is not None else f"{name}: resume={resume} ready={ready}")
                     assert probe.not_ready_between(t0, back_mono), f"{name}: /readyz stayed ready while alerts could not leave"
                     assert resume is not None and resume <= RESUME_AFTER_BACK, report[-1]
@@ -248,14 +254,8 @@ async def test_postgres_restart_fast_and_immediate(tmp_path: Path, rabbit: Rabbi
                     await asyncio.sleep(0.2)  # mid-slice: the senders are sending
                     t0 = time.monotonic()
                     await asyncio.to_thread(pg.restart, mode)
-                    back_mono, back = time.monotonic(), time.time()
-                    for _ in range(100):
-                        if resumed_within(store, back) is not None:
-                            break
-                        await asyncio.sleep(0.1)
-                    resume = resumed_within(store, back)
-                    await asyncio.sleep(READY_AFTER_RECOVERY + 1)
-                    ready = probe.ready_after(back_mono)
+                    back_mono = time.monotonic()
+                    resume, ready = await _recovery(store, probe)
                     report.append(f"restart -m {mode}: publishing resumed {resume:.1f} s, ready {ready:.1f} s after" if resume is not None and ready is not None else f"restart -m {mode}: resume={resume} ready={ready}")
                     if ready is None or ready > 1:
                         report[-1] += f" (last not ready because: {probe.last_reasons(back_mono)})"
