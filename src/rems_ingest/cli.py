@@ -459,7 +459,6 @@ def simulate(file: Path, profile: str, population: str, therapy_start: datetime,
     except CoreError as exc:
         raise click.UsageError(str(exc)) from None
     from rems_ingest.core import dispense as dispense_rules
-    from rems_ingest.core.rules import action_of, frequency_of
     from rems_ingest.core.timeline import Timeline
 
     events = _simulate_events(file, Population(population), therapy_start.date(), Decimal(str(baseline_anc)) if baseline_anc else None, Frequency(monitoring_frequency) if monitoring_frequency else None)
@@ -487,9 +486,9 @@ def simulate(file: Path, profile: str, population: str, therapy_start: datetime,
                 # pre-enrollment results are baselines, not yet categorized for this patient's population
                 "category": latest.category.value if latest and state.enrolled else "",
                 "phase": state.phase.value,
-                "action": action_of(state),
+                "action": state.action,
                 "treatment": state.treatment.value,
-                "frequency": frequency_of(state).value,
+                "frequency": state.frequency.value,
                 "next_due": state.next_due.isoformat() if state.next_due else "",
                 "alerts": [a.kind.value for a in d.raised],
                 "severity": {a.kind.value: a.severity.value for a in d.raised},

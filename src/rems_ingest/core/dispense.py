@@ -46,11 +46,9 @@ def _acceptable(state: PatientState, cat: Category) -> bool:
 
 def check(policy: RulesPolicy, state: PatientState | None, on: date) -> DispenseDecision:
     """May clozapine be dispensed on ``on``? Order of checks: rules.md 5.2."""
-    from rems_ingest.core.rules import frequency_of  # local: rules imports this module
-
     if state is None or not state.enrolled:
         return DispenseDecision(False, "PATIENT_NOT_ENROLLED", "Do not dispense: patient is not enrolled in ANC monitoring", 0, None)
-    freq = frequency_of(state)
+    freq = state.frequency
     supply = policy.max_supply(freq)
     window = policy.currency_window(freq)
     latest = state.latest

@@ -302,6 +302,46 @@ class PatientState:
     version: int = 0
 
     @property
+    def frequency(self) -> Frequency:
+        """Monitoring frequency implied by the episode, not only by the latest value."""
+        ph = self.phase
+        if ph in (Phase.PRE, Phase.CLOSED):
+            return Frequency.NONE
+        if ph in (Phase.GP_MOD_DAILY, Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY, Phase.UK_RED):
+            return Frequency.DAILY
+        if ph is Phase.UK_AMBER:
+            return Frequency.TWICE_WEEKLY
+        if ph in (Phase.GP_MILD, Phase.GP_MOD_RECOVERY, Phase.GP_SEV_RECOVERY, Phase.BEN_NEUT, Phase.BEN_SEV_RECOVERY):
+            return Frequency.THREE_WEEKLY
+        if ph in (Phase.POST_EPISODE_WEEKLY, Phase.SEV_RECOVERED_HOLD):
+            return Frequency.WEEKLY
+        return self.interval  # NORMAL, DISC_MONITOR: the routine schedule
+
+    @property
+    def action(self) -> str:
+        """Short verb for the contract's ``action`` field."""
+        t = self.treatment
+        if self.phase is Phase.PRE:
+            return "baseline_required"
+        if self.phase is Phase.CLOSED:
+            return "monitoring_closed"
+        if t is TreatmentStatus.DISCONTINUED:
+            return "discontinued"
+        if t is TreatmentStatus.ON_HOLD_DECISION:
+            return "decision_required"
+        if t is TreatmentStatus.HELD_HEME:
+            return "emergency" if self.phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY) else "interrupt"  # UK red: stop
+        if t is TreatmentStatus.HELD_OTHER:
+            return "held"
+        if self.override_rationale and self.phase in HEME_HELD_PHASES:
+            return "continue_with_override"
+        if self.phase is Phase.GP_MOD_RECOVERY:
+            return "resume"
+        if self.phase in (Phase.GP_MILD, Phase.BEN_NEUT, Phase.UK_AMBER):
+            return "continue_increased_monitoring"
+        return "continue"
+
+    @property
     def treatment(self) -> TreatmentStatus:
         if not self.enrolled or self.phase is Phase.PRE:
             return TreatmentStatus.NOT_STARTED

@@ -124,49 +124,13 @@ def _uk_haematology(policy: RulesPolicy, neut: Decimal, wbc: Decimal | None) -> 
 
 
 def frequency_of(state: PatientState) -> Frequency:
-    """Monitoring frequency implied by the episode, not only by the latest value."""
-    ph = state.phase
-    if ph in (Phase.PRE, Phase.CLOSED):
-        return Frequency.NONE
-    if ph in (Phase.GP_MOD_DAILY, Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY, Phase.UK_RED):
-        return Frequency.DAILY
-    if ph is Phase.UK_AMBER:
-        return Frequency.TWICE_WEEKLY
-    if ph in (
-        Phase.GP_MILD,
-        Phase.GP_MOD_RECOVERY,
-        Phase.GP_SEV_RECOVERY,
-        Phase.BEN_NEUT,
-        Phase.BEN_SEV_RECOVERY,
-    ):
-        return Frequency.THREE_WEEKLY
-    if ph in (Phase.POST_EPISODE_WEEKLY, Phase.SEV_RECOVERED_HOLD):
-        return Frequency.WEEKLY
-    return state.interval  # NORMAL, DISC_MONITOR: the routine schedule
+    """Monitoring frequency implied by the episode (``PatientState.frequency``)."""
+    return state.frequency
 
 
 def action_of(state: PatientState) -> str:
-    """Short verb for the contract's ``action`` field."""
-    t = state.treatment
-    if state.phase is Phase.PRE:
-        return "baseline_required"
-    if state.phase is Phase.CLOSED:
-        return "monitoring_closed"
-    if t is TreatmentStatus.DISCONTINUED:
-        return "discontinued"
-    if t is TreatmentStatus.ON_HOLD_DECISION:
-        return "decision_required"
-    if t is TreatmentStatus.HELD_HEME:
-        return "emergency" if state.phase in (Phase.GP_SEV_DAILY, Phase.BEN_SEV_DAILY) else "interrupt"  # UK red: stop
-    if t is TreatmentStatus.HELD_OTHER:
-        return "held"
-    if state.override_rationale and state.phase in HEME_HELD_PHASES:
-        return "continue_with_override"
-    if state.phase is Phase.GP_MOD_RECOVERY:
-        return "resume"
-    if state.phase in (Phase.GP_MILD, Phase.BEN_NEUT, Phase.UK_AMBER):
-        return "continue_increased_monitoring"
-    return "continue"
+    """Short verb for the contract's ``action`` field (``PatientState.action``)."""
+    return state.action
 
 
 def add_months(d: date, months: int) -> date:

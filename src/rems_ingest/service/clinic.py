@@ -22,7 +22,6 @@ from rems_ingest.core import dispense
 from rems_ingest.core.errors import CoreError, EventNotAllowed, InvalidInput
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, ClinicalEvent, Enroll, Frequency, PatientKey, Population
 from rems_ingest.core.policy import RulesPolicy
-from rems_ingest.core.rules import action_of, frequency_of
 from rems_ingest.service.patients import apply_event, tick
 
 log = structlog.get_logger("rems_ingest.clinic")
@@ -206,9 +205,9 @@ class ClinicService:
             "therapy_start": s.therapy_start.isoformat() if s.therapy_start else None,
             "phase": s.phase.value,
             "category": latest.category.value if latest else None,
-            "action": action_of(s),
+            "action": s.action,
             "treatment_status": s.treatment.value,
-            "monitoring": {"frequency": frequency_of(s).value, "routine_interval": s.interval.value, "next_due": s.next_due.isoformat() if s.next_due else None},
+            "monitoring": {"frequency": s.frequency.value, "routine_interval": s.interval.value, "next_due": s.next_due.isoformat() if s.next_due else None},
             "rechallenge_restricted": s.rechallenge_restricted,
             "pending_confirm_until": s.pending_confirm_until.isoformat() if s.pending_confirm_until else None,
             "stepdown_suggested": s.stepdown_offered.value if s.stepdown_offered and s.stepdown_offered is not s.interval else None,

@@ -120,7 +120,7 @@ def apply_event(
         new_alerts += rules.pharmacy_after_refold(policy, row.state, folded.state, new_alerts, event)
         new_state = folded.state
         explanation = "history re-folded"
-        action, frequency = rules.action_of(new_state), rules.frequency_of(new_state)
+        action, frequency = new_state.action, new_state.frequency
         if removal:
             repo.delete_event(row.pk, event.key)
         else:

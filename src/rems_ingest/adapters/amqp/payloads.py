@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 
 from rems_ingest.core.model import Alert, PatientKey, PatientState
-from rems_ingest.core.rules import action_of, frequency_of
 
 SCHEMA = "rems.alert/1"
 
@@ -43,10 +42,10 @@ def alert_payload(
             else None
         ),
         "population": state.population.value if state else None,
-        "action": action_of(state) if state else None,
+        "action": state.action if state else None,
         "treatment_status": state.treatment.value if state else None,
         "monitoring": (
-            {"frequency": frequency_of(state).value, "next_due": state.next_due.isoformat() if state.next_due else None} if state else None
+            {"frequency": state.frequency.value, "next_due": state.next_due.isoformat() if state.next_due else None} if state else None
         ),
         "cause": cause,
         "rules_profile": rules_profile,
