@@ -28,7 +28,7 @@ from rems_ingest.hl7v2.ack import ErrDetail, build_ack, commit_code, wants
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.errors import StoreUnavailable, TooLarge
 from rems_ingest.hl7v2.extract import Header
-from rems_ingest.hl7v2.frame import ParsedMessage, _header_only, parse_frame
+from rems_ingest.hl7v2.parse import ParsedMessage, _header_only, parse_frame
 from rems_ingest.observability import metrics
 from rems_ingest.service.patients import apply_event, outbox_row
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.db.store import Store
-from rems_ingest.hl7v2.frame import parse_text
+from rems_ingest.hl7v2.parse import parse_text
 from rems_ingest.service.ingest import IngestService
 
 STATUSES = ("PROCESSED", "FILTERED", "REPLAYED", "REJECTED")

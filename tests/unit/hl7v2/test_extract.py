@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from rems_ingest.hl7v2.frame import parse_frame
+from rems_ingest.hl7v2.parse import parse_frame
 from rems_ingest.hl7v2.reference import extract_reference
 from tests.fixtures import Expected, expected_table
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rems_ingest.hl7v2.frame import parse_frame
+from rems_ingest.hl7v2.parse import parse_frame
 from rems_ingest.hl7v2.reference import extract_reference
 from tests.fixtures import expected_table
 

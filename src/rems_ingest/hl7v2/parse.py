@@ -1,4 +1,6 @@
-"""One MLLP frame's bytes -> per-message parse results (pure; the service decides and stores)."""
+"""One MLLP frame's payload -> per-message HL7 parse results (pure; the service decides and stores).
+
+Not MLLP framing itself: that is ``adapters/mllp/framing.py`` (the VT ... FS CR envelope)."""
 
 from __future__ import annotations
 
