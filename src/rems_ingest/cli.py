@@ -19,6 +19,7 @@ from rems_ingest import profiles
 from rems_ingest.config import ConfigError, Settings, load_settings
 from rems_ingest.core.errors import CoreError, EventNotAllowed
 from rems_ingest.core.model import AncResult, ClinicalEvent, Enroll, Frequency, PatientKey, Population, ResultStatus, Tick
+from rems_ingest.core.policy import DISPENSE_PROFILES
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -446,7 +447,7 @@ def _simulate_events(path: Path, population: Population, therapy_start: date, ba
 @click.option("--therapy-start", required=True, type=click.DateTime(["%Y-%m-%d"]))
 @click.option("--baseline-anc", type=float, help="BEN established baseline.")
 @click.option("--monitoring-frequency", type=click.Choice(["weekly", "every_2_weeks", "monthly"]), help="A patient moved from a clinic on this routine interval.")
-@click.option("--dispense-profile", type=click.Choice(["INSTITUTIONAL_STRICT", "US_REMS_LEGACY", "US_2025_NONE"]))
+@click.option("--dispense-profile", type=click.Choice(DISPENSE_PROFILES))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per decision.")
 def simulate(file: Path, profile: str, population: str, therapy_start: datetime, baseline_anc: float | None, monitoring_frequency: str | None, dispense_profile: str | None, as_json: bool) -> None:
     """Print the decision timeline for FILE (lines: date,anc[,status[,wbc[,specimen]]] or

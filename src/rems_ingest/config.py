@@ -130,8 +130,18 @@ class HttpSettings(_Section):
 
 class RulesSettings(_Section):
     profile: str = "us-label"
-    dispense_profile: Literal["INSTITUTIONAL_STRICT", "US_REMS_LEGACY", "US_2025_NONE"] | None = None
+    dispense_profile: str | None = None  # one of core.policy.DISPENSE_PROFILES (default: the profile's)
     timezone: str = "UTC"  # whose "today" the overdue sweep uses
+
+
+    @field_validator("dispense_profile")
+    @classmethod
+    def _known_profile(cls, v: str | None) -> str | None:
+        from rems_ingest.core.policy import DISPENSE_PROFILES
+
+        if v is not None and v not in DISPENSE_PROFILES:
+            raise ValueError(f"must be one of {', '.join(DISPENSE_PROFILES)}")
+        return v
 
 
 class SweepSettings(_Section):
