@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -19,48 +18,15 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from rems_ingest import profiles
-from rems_ingest.adapters.amqp.relay import OutboxRelay
-from rems_ingest.adapters.amqp.topology import Topology
 from rems_ingest.adapters.db.repository import Repository
-from rems_ingest.adapters.db.store import Store
 from rems_ingest.adapters.http.api import build_app
 from rems_ingest.adapters.mllp.server import Limits, MllpServer
+from rems_ingest.bootstrap import build_services
 from rems_ingest.config import Settings
-from rems_ingest.core.policy import RulesPolicy
-from rems_ingest.service.clinic import ClinicService
-from rems_ingest.service.ingest import IngestService
+from rems_ingest.profiles import PolicyHolder  # noqa: F401 - re-exported: PolicyHolder used to live here
 from rems_ingest.supervision import Supervisor
 
 log = structlog.get_logger("rems_ingest.app")
-
-
-class PolicyHolder:
-    """The rules profile in force; swapped atomically on reload."""
-
-    def __init__(self, name: str, dispense_profile: str | None) -> None:
-        self.name, self.dispense_profile = name, dispense_profile
-        self.current: RulesPolicy = profiles.load(name, dispense_profile)
-
-    def __call__(self) -> RulesPolicy:
-        return self.current
-
-    def reload(self) -> str:
-        """Load the profile again; on a bad edit keep the one in force and raise the reason."""
-        try:
-            self.current = profiles.load(self.name, self.dispense_profile)
-        except Exception as exc:
-            log.error("rules_profile_reload_failed", error=str(exc), kept=self.current.label)
-            raise
-        log.info("rules_profile_reloaded", profile=self.current.label)
-        return self.current.label
-
-    def reload_quietly(self) -> None:
-        """SIGHUP handler: the failure is logged, the daemon keeps running on the old profile."""
-        try:
-            self.reload()
-        except Exception:  # noqa: BLE001 - already logged
-            pass
 
 
 def tls_context(s: Settings) -> ssl.SSLContext | None:
@@ -83,19 +49,9 @@ class Daemon:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
-        self.store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max)
-        self.relay = OutboxRelay(
-            self.store,
-            s.amqp.resolved_url(),
-            Topology.with_prefix(s.amqp.topology_prefix, s.amqp.queue_type),
-            batch=s.amqp.batch,
-            publish_timeout=s.amqp.publish_timeout_seconds,
-            owner=s.amqp.relay_id or f"{socket.gethostname()}:{s.mllp.port}",
-        )
-        self.ingest = IngestService(self.store, self.policy, **s.mllp.ingest_options())
-        self.ingest.on_alerts = self.relay.wake
-        self.clinic = ClinicService(self.store, self.policy, timezone=s.rules.timezone, on_alerts=self.relay.wake)
+        services = build_services(s)
+        self.policy, self.store, self.relay = services.policy, services.store, services.relay
+        self.ingest, self.clinic = services.ingest, services.clinic
         self.server = MllpServer(
             self.ingest,
             host=s.mllp.host,

@@ -144,21 +144,22 @@ def send(paths: tuple[Path, ...], host: str, port: int, timeout: float, tls_ca: 
 # ---------------------------------------------------------------- clinic commands (run against the store directly)
 
 
-def _clinic(ctx: click.Context) -> Any:
-    from rems_ingest.adapters.db.store import Store
-    from rems_ingest.app import PolicyHolder
-    from rems_ingest.service.clinic import ClinicService
+def _services(ctx: click.Context) -> Any:
+    """The daemon's own wiring (bootstrap.build_services), with the store migrated and started."""
+    from rems_ingest.bootstrap import build_services
 
-    s = _settings(ctx)
-    store = Store(s.store.resolved_url())
-    store.migrate()
-    store.start()
     try:
-        policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
+        services = build_services(_settings(ctx))
     except CoreError as exc:
-        store.close()
         _fail(str(exc))
-    return store, ClinicService(store, policy, timezone=s.rules.timezone)
+    services.store.migrate()
+    services.store.start()
+    return services
+
+
+def _clinic(ctx: click.Context) -> Any:
+    services = _services(ctx)
+    return services.store, services.clinic
 
 
 def _run_clinic(ctx: click.Context, fn: Any) -> None:
@@ -282,17 +283,10 @@ def replay(ctx: click.Context, ids: tuple[int, ...], since: datetime | None, sta
     mapping, say). Idempotent: what was already applied changes nothing; audited."""
     if not (ids or since or status or with_warnings):
         raise click.UsageError("say which messages: --id, --since, --status or --with-warnings")
-    from rems_ingest.app import PolicyHolder
-    from rems_ingest.service.ingest import IngestService
-    from rems_ingest.service.replay import ReplayService
-
-    s = _settings(ctx)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    store, _ = _clinic(ctx)
-    policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
-    ingest = IngestService(store, policy, **s.mllp.ingest_options())
-    service = ReplayService(store, ingest)
+    services = _services(ctx)
+    store, service = services.store, services.replay
 
     async def go() -> int:
         rows = await service.select(ids=ids, since=since, status=status, warned=with_warnings)

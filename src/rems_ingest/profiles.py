@@ -7,8 +7,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import structlog
+
 from rems_ingest.core.errors import PolicyError
 from rems_ingest.core.policy import RulesPolicy
+
+log = structlog.get_logger("rems_ingest.profiles")
 
 _REPO_RULES = Path(__file__).resolve().parents[2] / "config" / "rules"
 
@@ -38,3 +42,31 @@ def load(name: str, dispense_profile: str | None = None) -> RulesPolicy:
             policy = RulesPolicy.from_mapping(data)
             return policy.with_dispense_profile(dispense_profile) if dispense_profile else policy
     raise PolicyError(f"unknown rules profile {name!r}; available: {', '.join(available()) or 'none'}")
+
+
+class PolicyHolder:
+    """The rules profile in force; swapped atomically on reload."""
+
+    def __init__(self, name: str, dispense_profile: str | None) -> None:
+        self.name, self.dispense_profile = name, dispense_profile
+        self.current: RulesPolicy = load(name, dispense_profile)
+
+    def __call__(self) -> RulesPolicy:
+        return self.current
+
+    def reload(self) -> str:
+        """Load the profile again; on a bad edit keep the one in force and raise the reason."""
+        try:
+            self.current = load(self.name, self.dispense_profile)
+        except Exception as exc:
+            log.error("rules_profile_reload_failed", error=str(exc), kept=self.current.label)
+            raise
+        log.info("rules_profile_reloaded", profile=self.current.label)
+        return self.current.label
+
+    def reload_quietly(self) -> None:
+        """SIGHUP handler: the failure is logged, the daemon keeps running on the old profile."""
+        try:
+            self.reload()
+        except Exception:  # noqa: BLE001 - already logged
+            pass

@@ -1,0 +1,47 @@
+"""One place builds the object graph from the settings (issue #14): the daemon (app.Daemon),
+the CLI and the demo all get the same store, rules profile, use cases and relay, wired the
+same way. Building is kept apart from running: ``Daemon`` owns the lifecycle (start, serve,
+drain), this module only constructs."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from rems_ingest.adapters.amqp.relay import OutboxRelay
+from rems_ingest.adapters.amqp.topology import Topology
+from rems_ingest.adapters.db.store import Store
+from rems_ingest.config import Settings
+from rems_ingest.profiles import PolicyHolder
+from rems_ingest.service.clinic import ClinicService
+from rems_ingest.service.ingest import IngestService
+from rems_ingest.service.replay import ReplayService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    policy: PolicyHolder
+    store: Store
+    relay: OutboxRelay
+    ingest: IngestService
+    clinic: ClinicService
+    replay: ReplayService
+
+
+def build_services(s: Settings) -> Services:
+    """Construct everything; nothing is started, connected or migrated here."""
+    policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
+    store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max)
+    relay = OutboxRelay(
+        store,
+        s.amqp.resolved_url(),
+        Topology.with_prefix(s.amqp.topology_prefix, s.amqp.queue_type),
+        batch=s.amqp.batch,
+        publish_timeout=s.amqp.publish_timeout_seconds,
+        owner=s.amqp.relay_id or f"{socket.gethostname()}:{s.mllp.port}",
+    )
+    ingest = IngestService(store, policy, **s.mllp.ingest_options())
+    ingest.on_alerts = relay.wake
+    clinic = ClinicService(store, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
+    return Services(s, policy, store, relay, ingest, clinic, ReplayService(store, ingest))
