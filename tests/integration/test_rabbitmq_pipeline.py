@@ -226,12 +226,14 @@ async def test_an_alert_the_broker_returns_as_unroutable_stays_in_the_outbox_for
 
     from rems_ingest.adapters.db.repository import Repository
     from rems_ingest.adapters.db.schema import outbox
+    from rems_ingest.core.model import Alert, AlertKind, Severity
+    from rems_ingest.service.outbox import OutboxEntry
 
     d, _topo = pipeline
     await wait_connected(d)
     now = datetime.now(UTC).isoformat()
-    row = dict(alert_id="unroutable-1", patient_pk=None, kind="x.test", cause="test", alert="{}", routing_key="nowhere.bound", payload="{}",
-               state_version=0, created_at=now, withdrawn=False, attempts=0, next_attempt_at=now)
+    alert = Alert(AlertKind.DATA_QUALITY, "test", date.today(), Severity.NORMAL, "test")
+    row = OutboxEntry("unroutable-1", None, alert, "nowhere.bound", "{}", 0, now)
     await d.store.write(lambda c: Repository(c).add_alerts([row]))
     d.relay.wake()
     for _ in range(100):

@@ -30,7 +30,8 @@ from rems_ingest.hl7v2.errors import StoreUnavailable, TooLarge
 from rems_ingest.hl7v2.extract import Header
 from rems_ingest.hl7v2.parse import ParsedMessage, _header_only, parse_frame
 from rems_ingest.observability import metrics
-from rems_ingest.service.patients import apply_event, outbox_row
+from rems_ingest.service.outbox import outbox_entry
+from rems_ingest.service.patients import apply_event
 
 log = structlog.get_logger("rems_ingest.ingest")
 
@@ -309,6 +310,6 @@ class IngestService:
             if enrolled_only and (row is None or not row.state.enrolled):
                 continue  # the lab hears it in the ACK; nobody is paged for a patient not on clozapine
             alert = Alert(AlertKind.DATA_QUALITY, f"dq:{dkey[:24]}:{n}", now.date(), Severity.NORMAL, reason, (("hl7_error_code", str(code)), ("location", location)))
-            repo.add_alerts([outbox_row(pkey or PatientKey(""), row.pk if row else None, alert, row.state if row else None, row.version if row else 0, cause, policy, now)])
+            repo.add_alerts([outbox_entry(pkey or PatientKey(""), row.pk if row else None, alert, row.state if row else None, row.version if row else 0, cause, policy, now)])
             alerts += 1
         return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs), obs_rows

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rems_ingest.adapters.amqp.payloads import alert_payload, encode
 from rems_ingest.adapters.db.repository import PatientRow, Repository
 from rems_ingest.core import rules
 from rems_ingest.core.errors import EventNotAllowed
@@ -23,12 +22,11 @@ from rems_ingest.core.model import (
     PatientKey,
     PatientState,
     ResultStatus,
-    alert_id,
     event_sort_key,
     evolve,
 )
 from rems_ingest.core.policy import RulesPolicy
-from rems_ingest.observability import metrics
+from rems_ingest.service.outbox import outbox_entry
 
 UNENROLLED_KEEP = 10
 
@@ -47,28 +45,6 @@ class Applied:
     changed: bool
     explanation: str = ""
     kinds: list[str] = field(default_factory=list)
-
-
-def outbox_row(patient: PatientKey, pk: int | None, alert: Alert, state: PatientState | None, version: int, cause: dict[str, str], policy: RulesPolicy, now: datetime) -> dict[str, Any]:
-    from rems_ingest.adapters.db import codec
-
-    aid = alert_id(patient, alert.kind.value, alert.cause)
-    body = alert_payload(alert_id=aid, patient=patient, alert=alert, state=state, state_version=version, cause=cause, rules_profile=policy.label, created_at=now)
-    metrics.count(metrics.ALERTS, alert.kind.value)
-    return dict(
-        alert_id=aid,
-        patient_pk=pk,
-        kind=alert.kind.value,
-        cause=alert.cause,
-        alert=codec.dump_alert(alert),
-        routing_key=f"alert.{alert.kind.value}",
-        payload=encode(body),
-        state_version=version,
-        created_at=now.isoformat(),
-        withdrawn=False,
-        attempts=0,
-        next_attempt_at=now.isoformat(),
-    )
 
 
 def apply_event(
@@ -131,10 +107,10 @@ def apply_event(
         # keep only what a later enrollment needs: the most recent results (bounded growth)
         repo.prune_events(row.pk, UNENROLLED_KEEP)
     new_state = evolve(new_state, version=version)
-    rows = [outbox_row(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
+    rows = [outbox_entry(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
     repo.add_alerts(rows)
     repo.save_patient(row.pk, new_state, version, last, stamp, **(extra or {}))
-    alert_ids = [r["alert_id"] for r in rows]
+    alert_ids = [r.alert_id for r in rows]
     if new_state.enrolled or row.state.enrolled:  # the audit trail of every decision (issue #4)
         repo.audit_decision(stamp, row.pk, {
             "event": event.key[:200],
@@ -149,7 +125,7 @@ def apply_event(
             "state_version": version,
             "alerts": alert_ids,
         })
-    return Applied(row, new_state, version, alert_ids, True, explanation, [r["kind"] for r in rows])
+    return Applied(row, new_state, version, alert_ids, True, explanation, [r.kind for r in rows])
 
 
 def tick(repo: Repository, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient, patient_event
 from rems_ingest.core.model import Alert, Event, PatientKey, PatientState
+from rems_ingest.service.outbox import OutboxEntry
 
 
 @dataclass
@@ -311,9 +312,25 @@ class Repository:
         )
         return [(r.alert_id, codec.load_alert(r.alert)) for r in rows]
 
-    def add_alerts(self, rows: Sequence[dict[str, Any]]) -> None:
-        for row in rows:  # write-behind keeps their order: outbox ids still follow creation
-            self._write_behind("add_alert", row)
+    def add_alerts(self, entries: Sequence[OutboxEntry]) -> None:
+        for e in entries:  # write-behind keeps their order: outbox ids still follow creation
+            self._write_behind(
+                "add_alert",
+                dict(
+                    alert_id=e.alert_id,
+                    patient_pk=e.patient_pk,
+                    kind=e.alert.kind.value,
+                    cause=e.alert.cause,
+                    alert=codec.dump_alert(e.alert),
+                    routing_key=e.routing_key,
+                    payload=e.payload,
+                    state_version=e.state_version,
+                    created_at=e.created_at,
+                    withdrawn=False,
+                    attempts=0,
+                    next_attempt_at=e.created_at,
+                ),
+            )
 
     def _lock_in_id_order(self, where: Any) -> None:
         """Ingest (withdraw) and relays (mark published/failed) update overlapping outbox rows:

@@ -1,13 +1,19 @@
-"""The versioned alert envelope ``rems.alert/1`` (contract.md); identifiers only, no PHI."""
+"""What an alert becomes in the outbox: the versioned envelope ``rems.alert/1`` (contract.md;
+identifiers only, no PHI) and the typed entry the store writes in the same transaction as the
+decision that raised it. The envelope is a contract of this service, not of the transport: the
+relay publishes the stored bytes as they are."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from rems_ingest.core.model import Alert, PatientKey, PatientState
+from rems_ingest.core.model import Alert, PatientKey, PatientState, alert_id
+from rems_ingest.core.policy import RulesPolicy
+from rems_ingest.observability import metrics
 
 SCHEMA = "rems.alert/1"
 
@@ -60,3 +66,28 @@ def alert_payload(
 def encode(body: dict[str, Any]) -> str:
     """Compact, key-sorted JSON (stable bytes for the same alert); UTF-8, not \\u-escaped."""
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One alert to publish, written with the decision that raised it (the db adapter
+    serialises it; ``alert`` is kept so a later correction can diff against it)."""
+
+    alert_id: str
+    patient_pk: int | None
+    alert: Alert
+    routing_key: str
+    payload: str
+    state_version: int
+    created_at: str
+
+    @property
+    def kind(self) -> str:
+        return self.alert.kind.value
+
+
+def outbox_entry(patient: PatientKey, pk: int | None, alert: Alert, state: PatientState | None, version: int, cause: dict[str, str], policy: RulesPolicy, now: datetime) -> OutboxEntry:
+    aid = alert_id(patient, alert.kind.value, alert.cause)
+    body = alert_payload(alert_id=aid, patient=patient, alert=alert, state=state, state_version=version, cause=cause, rules_profile=policy.label, created_at=now)
+    metrics.count(metrics.ALERTS, alert.kind.value)
+    return OutboxEntry(aid, pk, alert, f"alert.{alert.kind.value}", encode(body), version, now.isoformat())
