@@ -16,7 +16,7 @@ import json
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import aio_pika
 
@@ -24,16 +24,18 @@ from rems_ingest.adapters.amqp.relay import OutboxRelay
 from rems_ingest.adapters.amqp.topology import Topology
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.db.store import Store
+from rems_ingest.core.model import Alert, AlertKind, Severity
+from rems_ingest.service.outbox import OutboxEntry
 
 
-def rows(n: int, now: str) -> list[dict]:  # type: ignore[type-arg]
+def rows(n: int, now: str) -> list[OutboxEntry]:
     body = {"schema": "rems.alert/1", "kind": "lab.overdue", "severity": "normal", "patient": {"id": "", "authority": "HOSP"}, "reason": "No ANC since it was due", "rules_profile": "us-label@bench"}
     out = []
     for i in range(n):
         aid = uuid.uuid4().hex
-        out.append(dict(alert_id=aid, patient_pk=None, kind="lab.overdue", cause=f"bench:{i}", alert="{}", routing_key="alert.lab.overdue",
-                        payload=json.dumps({**body, "alert_id": aid, "patient": {"id": f"BP{i % 5000:06d}", "authority": "HOSP"}}), state_version=1,
-                        created_at=now, withdrawn=False, attempts=0, next_attempt_at=now))
+        alert = Alert(AlertKind.OVERDUE_LAB, f"bench:{i}", date.today(), Severity.NORMAL, "No ANC since it was due")
+        payload = json.dumps({**body, "alert_id": aid, "patient": {"id": f"BP{i % 5000:06d}", "authority": "HOSP"}})
+        out.append(OutboxEntry(aid, None, alert, "alert.lab.overdue", payload, 1, now))
     return out
 
 
