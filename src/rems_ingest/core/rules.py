@@ -7,13 +7,16 @@ whole history in specimen order. Both are pure: the date comes in with the event
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from rems_ingest.core import dispense
+from rems_ingest.core.alerts import make_alert as _alert
+from rems_ingest.core.alerts import superseded_alert, withdrawal_notice
+from rems_ingest.core.categories import MAX_PLAUSIBLE_ANC, categorize, uk_colour, uk_haematology, validate_anc
 from rems_ingest.core.errors import EventNotAllowed, InvalidInput
 from rems_ingest.core.model import (
     HEME_HELD_PHASES,
@@ -38,42 +41,7 @@ from rems_ingest.core.model import (
     evolve,
 )
 from rems_ingest.core.policy import RulesPolicy
-
-MAX_PLAUSIBLE_ANC = Decimal(100_000)
-
-_SEVERITY = {
-    AlertKind.EMERGENCY: Severity.CRITICAL,
-    AlertKind.INTERRUPT_THERAPY: Severity.CRITICAL,
-    AlertKind.DECISION_REQUIRED: Severity.HIGH,
-    AlertKind.INCREASE_MONITORING: Severity.HIGH,
-    AlertKind.CONFIRM_REPEAT: Severity.HIGH,
-    AlertKind.INITIATION_BLOCKED: Severity.HIGH,
-    AlertKind.DISPENSE_HOLD: Severity.HIGH,
-    AlertKind.RESUME_THERAPY: Severity.NORMAL,
-    AlertKind.ROUTINE_MONITORING_RESUMED: Severity.NORMAL,
-    AlertKind.DISPENSE_RELEASE: Severity.NORMAL,
-    AlertKind.OVERDUE_RESOLVED: Severity.NORMAL,
-    AlertKind.STEPDOWN_ELIGIBLE: Severity.INFO,
-    AlertKind.ALERT_SUPERSEDED: Severity.NORMAL,
-    AlertKind.DATA_QUALITY: Severity.NORMAL,
-    AlertKind.OVERDUE_LAB: Severity.NORMAL,
-}
-
-_REASONS = {
-    AlertKind.EMERGENCY: "Severe neutropenia: stop clozapine, urgent evaluation, hematology consult, daily ANC",
-    AlertKind.INTERRUPT_THERAPY: "Interrupt clozapine, recommend hematology consult, daily ANC",
-    AlertKind.INCREASE_MONITORING: "Increase ANC monitoring",
-    AlertKind.CONFIRM_REPEAT: "Initial low ANC: repeat ANC within 24 hours",
-    AlertKind.ROUTINE_MONITORING_RESUMED: "ANC back in the normal range: routine monitoring interval resumes",
-    AlertKind.STEPDOWN_ELIGIBLE: "Normal ANCs through the phase: monitoring may step down (needs confirmation)",
-    AlertKind.RESUME_THERAPY: "ANC recovered: clozapine may resume",
-    AlertKind.DECISION_REQUIRED: "Recovered after severe neutropenia: prescriber must rechallenge or discontinue",
-    AlertKind.INITIATION_BLOCKED: "Baseline ANC below the start threshold: clozapine may not be started",
-    AlertKind.OVERDUE_LAB: "No ANC by the due date",
-    AlertKind.OVERDUE_RESOLVED: "A result arrived for the overdue ANC",
-    AlertKind.DISPENSE_HOLD: "Dispensing must stop",
-    AlertKind.DISPENSE_RELEASE: "Dispensing may start again",
-}
+from rems_ingest.core.transitions import INITIAL_REPORT_PHASES, ben_transition, gp_transition, uk_transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,43 +52,6 @@ class Folded:
     @property
     def alerts(self) -> tuple[Alert, ...]:
         return tuple(a for d in self.decisions for a in d.alerts)
-
-
-# ---------------------------------------------------------------- categories
-
-
-def categorize(policy: RulesPolicy, population: Population, anc: Decimal, wbc: Decimal | None = None) -> Category:
-    """Half-open intervals on the real value: 1499.6 is mild, never rounded up."""
-    if policy.uk:
-        return uk_colour(policy, anc, wbc)
-    if population is Population.BEN:
-        if anc >= policy.ben_normal:
-            return Category.NORMAL
-        if anc >= policy.ben_severe:
-            return Category.BEN_NEUTROPENIA
-        return Category.SEVERE
-    if anc >= policy.gp_normal:
-        return Category.NORMAL
-    if anc >= policy.gp_mild:
-        return Category.MILD
-    if anc >= policy.gp_moderate:
-        return Category.MODERATE
-    return Category.SEVERE
-
-
-def uk_colour(policy: RulesPolicy, neut: Decimal, wbc: Decimal | None) -> Category:
-    """rules.md 6.1: red if WBC or neutrophils are in the red range, amber if either is amber,
-    green only when both are green. Without a WBC the neutrophils decide alone."""
-    if neut < policy.uk_red_neut or (wbc is not None and wbc < policy.uk_red_wbc):
-        return Category.RED
-    if neut < policy.uk_green_neut or (wbc is not None and wbc < policy.uk_green_wbc):
-        return Category.AMBER
-    return Category.GREEN
-
-
-def _uk_haematology(policy: RulesPolicy, neut: Decimal, wbc: Decimal | None) -> bool:
-    """Neutrophils < 1.0 or WBC < 2.0 x10^9/L: contact a haematologist urgently (S19)."""
-    return neut < policy.uk_haematology_neut or (wbc is not None and wbc < policy.uk_haematology_wbc)
 
 
 def frequency_of(state: PatientState) -> Frequency:
@@ -139,135 +70,11 @@ def add_months(d: date, months: int) -> date:
     return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
 
 
-def _ben_baseline(policy: RulesPolicy, state: PatientState) -> Decimal:
-    return state.baseline_anc if state.baseline_anc is not None else policy.ben_normal
-
-
 def _recovered(policy: RulesPolicy, state: PatientState, anc: Decimal) -> bool:
     """Discontinuation monitoring ends at ANC >= 1500 (general) or >= 1000 / baseline (BEN)."""
     if state.population is Population.BEN and not policy.uk:
         return anc >= policy.ben_normal
     return anc >= policy.gp_normal
-
-
-# ---------------------------------------------------------------- alerts
-
-
-def _alert(kind: AlertKind, cause: str, on: date, reason: str = "", severity: Severity | None = None, details: Mapping[str, str] | None = None, **detail: str) -> Alert:
-    return Alert(
-        kind=kind,
-        cause=cause,
-        on=on,
-        severity=severity or _SEVERITY[kind],
-        reason=reason or _REASONS.get(kind, kind.value),
-        detail=tuple(sorted({**(details or {}), **detail}.items())),
-    )
-
-
-# ---------------------------------------------------------------- transitions
-
-
-_Transition = tuple[Phase, tuple[AlertKind, ...]]
-
-# a low result in these phases is an *initial* report (rules.md 1.3): it needs a 24 h repeat
-_INITIAL_REPORT_PHASES = frozenset({Phase.NORMAL, Phase.DISC_MONITOR, Phase.POST_EPISODE_WEEKLY})
-
-
-def _gp_transition(policy: RulesPolicy, s: PatientState, cat: Category) -> _Transition:
-    ph = s.phase
-    K = AlertKind
-    if cat is Category.SEVERE:
-        if ph is Phase.GP_SEV_DAILY:
-            return ph, ()
-        if ph in _INITIAL_REPORT_PHASES:  # rules.md 1.3 / 8: every initial low report gets the 24 h repeat
-            return Phase.GP_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY, K.CONFIRM_REPEAT)
-        return Phase.GP_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY)
-    if cat is Category.MODERATE:
-        if ph in (Phase.NORMAL, Phase.DISC_MONITOR, Phase.POST_EPISODE_WEEKLY):
-            return Phase.GP_MOD_DAILY, (K.INTERRUPT_THERAPY, K.CONFIRM_REPEAT)
-        if ph in (Phase.GP_MILD, Phase.GP_MOD_RECOVERY):
-            return Phase.GP_MOD_DAILY, (K.INTERRUPT_THERAPY,)
-        if ph in (Phase.GP_SEV_RECOVERY, Phase.SEV_RECOVERED_HOLD):
-            return Phase.GP_SEV_DAILY, (K.INCREASE_MONITORING,)
-        return ph, ()  # GP_MOD_DAILY, GP_SEV_DAILY: the episode drives monitoring
-    if cat is Category.MILD:
-        if ph in (Phase.NORMAL, Phase.DISC_MONITOR):
-            return Phase.GP_MILD, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
-        if ph is Phase.POST_EPISODE_WEEKLY:  # a new dip: the 24 h repeat (+1 d), section 7
-            return Phase.GP_MILD, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
-        if ph is Phase.GP_MOD_DAILY:
-            return Phase.GP_MOD_RECOVERY, (K.RESUME_THERAPY,)
-        if ph is Phase.GP_SEV_DAILY:
-            return Phase.GP_SEV_RECOVERY, ()
-        if ph is Phase.SEV_RECOVERED_HOLD:
-            return Phase.GP_SEV_RECOVERY, (K.INCREASE_MONITORING,)
-        return ph, ()  # GP_MILD, GP_MOD_RECOVERY, GP_SEV_RECOVERY
-    # normal
-    if ph is Phase.GP_MILD:
-        if s.post_episode_dip:
-            return Phase.POST_EPISODE_WEEKLY, ()
-        return Phase.NORMAL, (K.ROUTINE_MONITORING_RESUMED,)
-    if ph is Phase.GP_MOD_DAILY:
-        return Phase.POST_EPISODE_WEEKLY, (K.RESUME_THERAPY,)
-    if ph is Phase.GP_MOD_RECOVERY:
-        return Phase.POST_EPISODE_WEEKLY, ()
-    if ph in (Phase.GP_SEV_DAILY, Phase.GP_SEV_RECOVERY):
-        return Phase.SEV_RECOVERED_HOLD, (K.DECISION_REQUIRED,)
-    return ph, ()  # NORMAL, POST_EPISODE_WEEKLY (counted by caller), SEV_RECOVERED_HOLD
-
-
-def _ben_transition(policy: RulesPolicy, s: PatientState, cat: Category, anc: Decimal) -> _Transition:
-    ph = s.phase
-    K = AlertKind
-    if cat is Category.SEVERE:
-        if ph is Phase.BEN_SEV_DAILY:
-            return ph, ()
-        if ph in _INITIAL_REPORT_PHASES:
-            return Phase.BEN_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY, K.CONFIRM_REPEAT)
-        return Phase.BEN_SEV_DAILY, (K.EMERGENCY, K.INTERRUPT_THERAPY)
-    if cat is Category.BEN_NEUTROPENIA:
-        if ph in (Phase.NORMAL, Phase.DISC_MONITOR):
-            return Phase.BEN_NEUT, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
-        if ph is Phase.POST_EPISODE_WEEKLY:
-            return Phase.BEN_NEUT, (K.INCREASE_MONITORING, K.CONFIRM_REPEAT)
-        if ph is Phase.BEN_SEV_DAILY:
-            return Phase.BEN_SEV_RECOVERY, ()
-        if ph is Phase.SEV_RECOVERED_HOLD:
-            return Phase.BEN_SEV_RECOVERY, (K.INCREASE_MONITORING,)
-        return ph, ()  # BEN_NEUT, BEN_SEV_RECOVERY
-    # normal BEN range (>= 1000)
-    if ph is Phase.BEN_NEUT:
-        return Phase.POST_EPISODE_WEEKLY, ()
-    if ph in (Phase.BEN_SEV_DAILY, Phase.BEN_SEV_RECOVERY):
-        if anc >= _ben_baseline(policy, s):
-            return Phase.SEV_RECOVERED_HOLD, (K.DECISION_REQUIRED,)
-        return Phase.BEN_SEV_RECOVERY, ()
-    return ph, ()
-
-
-def _uk_transition(policy: RulesPolicy, s: PatientState, cat: Category) -> tuple[Phase, tuple[AlertKind, ...], bool]:
-    """rules.md 6.1: (phase, alerts, red confirmed now). Amber: twice weekly until green. Red:
-    stop, daily counts, repeat on the following days to confirm; a confirmed red means no
-    re-exposure (only an exceptional, documented rechallenge). [D] Leaving red needs green;
-    an amber while held stays held with daily counts; amber while awaiting the decision
-    goes back to daily counts."""
-    ph = s.phase
-    K = AlertKind
-    if cat is Category.RED:
-        if ph is Phase.UK_RED:
-            return ph, ((K.INTERRUPT_THERAPY,) if not s.rechallenge_restricted else ()), not s.rechallenge_restricted
-        return Phase.UK_RED, (K.INTERRUPT_THERAPY, K.CONFIRM_REPEAT), False
-    if cat is Category.AMBER:
-        if ph in (Phase.NORMAL, Phase.DISC_MONITOR):
-            return Phase.UK_AMBER, (K.INCREASE_MONITORING,), False
-        if ph is Phase.SEV_RECOVERED_HOLD:
-            return Phase.UK_RED, (K.INCREASE_MONITORING,), False
-        return ph, (), False  # UK_AMBER, UK_RED
-    if ph is Phase.UK_AMBER:
-        return Phase.NORMAL, (K.ROUTINE_MONITORING_RESUMED,), False
-    if ph is Phase.UK_RED:
-        return Phase.SEV_RECOVERED_HOLD, (K.DECISION_REQUIRED,), False
-    return ph, (), False
 
 
 def _next_due(policy: RulesPolicy, state: PatientState, on: date, confirm: bool) -> date | None:
@@ -279,17 +86,8 @@ def _next_due(policy: RulesPolicy, state: PatientState, on: date, confirm: bool)
     return on + timedelta(days=policy.interval_days(freq))
 
 
-def _validate_anc(event: AncResult) -> None:
-    if not isinstance(event.value, Decimal) or not event.value.is_finite():
-        raise InvalidInput(f"ANC {event.value!r} is not a number")
-    if event.value < 0:
-        raise InvalidInput(f"ANC {event.value} is negative")
-    if event.value > MAX_PLAUSIBLE_ANC:
-        raise InvalidInput(f"ANC {event.value} cells/uL is not a plausible blood ANC")
-
-
 def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[PatientState, list[Alert], str]:
-    _validate_anc(e)
+    validate_anc(e)
     cat = categorize(policy, s.population, e.value, e.wbc)
     if e.status is ResultStatus.PRELIMINARY:
         provisional: list[Alert] = []
@@ -339,14 +137,14 @@ def _on_anc(policy: RulesPolicy, s: PatientState, e: AncResult) -> tuple[Patient
 
     confirmed_red = False
     if policy.uk:
-        phase, kinds, confirmed_red = _uk_transition(policy, s, cat)
-        already = s.phase is Phase.UK_RED and s.latest is not None and _uk_haematology(policy, s.latest.value, s.latest.wbc)
-        if cat is Category.RED and _uk_haematology(policy, e.value, e.wbc) and not already:
+        phase, kinds, confirmed_red = uk_transition(policy, s, cat)
+        already = s.phase is Phase.UK_RED and s.latest is not None and uk_haematology(policy, s.latest.value, s.latest.wbc)
+        if cat is Category.RED and uk_haematology(policy, e.value, e.wbc) and not already:
             kinds = (AlertKind.EMERGENCY,) + kinds  # first count below the haematology limits in this episode
     elif s.population is Population.BEN:
-        phase, kinds = _ben_transition(policy, s, cat, e.value)
+        phase, kinds = ben_transition(policy, s, cat, e.value)
     else:
-        phase, kinds = _gp_transition(policy, s, cat)
+        phase, kinds = gp_transition(policy, s, cat)
 
     # the changes are gathered and applied in one copy (later entries override earlier ones)
     ch: dict[str, Any] = {"phase": phase, "latest": latest, "pending_confirm_until": None}
@@ -742,22 +540,20 @@ def pharmacy_after_refold(policy: RulesPolicy, before: PatientState, after: Pati
     return [_alert(kind, f"{REFOLD_CAUSE}{event.key}", event.on, reason=check.reason, code=check.code, max_days_supply=str(check.max_days_supply))]
 
 
-def withdrawal_notice(old: Alert, old_id: str, on: date) -> Alert:
-    """What consumers hear when a re-fold withdraws ``old``. An overdue alert withdrawn by a
-    late result drawn by its due date is *resolved* (rules.md 7: OVERDUE_RESOLVED), in the
-    same words as when the result arrives in order; anything else is superseded."""
-    if old.kind is AlertKind.OVERDUE_LAB:
-        due = dict(old.detail).get("due", old.cause.removeprefix("overdue:"))
-        return _alert(AlertKind.OVERDUE_RESOLVED, f"overdue_resolved:{due}", on, superseded_alert_id=old_id)
-    return superseded_alert(old, old_id, on)
-
-
-def superseded_alert(old: Alert, old_id: str, on: date) -> Alert:
-    return _alert(
-        AlertKind.ALERT_SUPERSEDED,
-        f"superseded:{old_id}",
-        on,
-        reason=f"A corrected result withdrew the earlier {old.kind.value} alert",
-        superseded_alert_id=old_id,
-        superseded_kind=old.kind.value,
-    )
+__all__ = [
+    "INITIAL_REPORT_PHASES",
+    "MAX_PLAUSIBLE_ANC",
+    "REFOLD_CAUSE",
+    "Folded",
+    "action_of",
+    "add_months",
+    "categorize",
+    "diff_alerts",
+    "fold",
+    "frequency_of",
+    "pharmacy_after_refold",
+    "step",
+    "superseded_alert",
+    "uk_colour",
+    "withdrawal_notice",
+]
