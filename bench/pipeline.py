@@ -31,6 +31,7 @@ from loadgen import cbc_oru, pick_anc  # noqa: E402
 
 from rems_ingest import profiles  # noqa: E402
 from rems_ingest.adapters.db.store import Store  # noqa: E402
+from rems_ingest.adapters.db.unit_of_work import StoreUnitOfWork  # noqa: E402
 from rems_ingest.observability.logging import configure  # noqa: E402
 from rems_ingest.service.clinic import ClinicService  # noqa: E402
 from rems_ingest.service.ingest import IngestService  # noqa: E402
@@ -42,9 +43,9 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, object]:
     store.migrate()
     store.start()
     try:
-        clinic = ClinicService(store, lambda: policy)
+        clinic = ClinicService(StoreUnitOfWork(store), lambda: policy)
         await clinic.enroll_many([{"id": f"BP{i:06d}", "authority": "HOSP", "population": "general", "therapy_start": "2025-12-20"} for i in range(args.patients)])
-        ingest = IngestService(store, lambda: policy)
+        ingest = IngestService(StoreUnitOfWork(store), lambda: policy)
         rnd = random.Random(args.seed)
         base = datetime(2026, 1, 1, 8)
         pending = [cbc_oru(f"PL{i}", f"BP{rnd.randrange(args.patients):06d}", base + timedelta(hours=i), pick_anc(rnd, 0.05), i) for i in range(args.messages)]

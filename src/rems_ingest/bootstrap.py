@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from rems_ingest.adapters.amqp.relay import OutboxRelay
 from rems_ingest.adapters.amqp.topology import Topology
 from rems_ingest.adapters.db.store import Store
+from rems_ingest.adapters.db.unit_of_work import StoreUnitOfWork
 from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder
 from rems_ingest.service.clinic import ClinicService
@@ -41,7 +42,8 @@ def build_services(s: Settings) -> Services:
         publish_timeout=s.amqp.publish_timeout_seconds,
         owner=s.amqp.relay_id or f"{socket.gethostname()}:{s.mllp.port}",
     )
-    ingest = IngestService(store, policy, **s.mllp.ingest_options())
+    uow = StoreUnitOfWork(store)
+    ingest = IngestService(uow, policy, **s.mllp.ingest_options())
     ingest.on_alerts = relay.wake
-    clinic = ClinicService(store, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
-    return Services(s, policy, store, relay, ingest, clinic, ReplayService(store, ingest))
+    clinic = ClinicService(uow, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
+    return Services(s, policy, store, relay, ingest, clinic, ReplayService(uow, ingest))

@@ -16,13 +16,12 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from rems_ingest.adapters.db.repository import Repository
-from rems_ingest.adapters.db.store import Store
 from rems_ingest.core import dispense
 from rems_ingest.core.errors import CoreError, EventNotAllowed, InvalidInput
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, ClinicalEvent, Enroll, Frequency, PatientKey, Population
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.patients import apply_event, tick
+from rems_ingest.service.ports import Repositories, UnitOfWork
 
 log = structlog.get_logger("rems_ingest.clinic")
 
@@ -59,7 +58,7 @@ def _text(body: dict[str, Any], name: str, required: bool = False, limit: int = 
 
 @dataclass
 class ClinicService:
-    store: Store
+    store: UnitOfWork
     policy: Callable[[], RulesPolicy]
     timezone: str = "UTC"
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -97,7 +96,7 @@ class ClinicService:
         event = Enroll(key="enroll", on=on, population=population, therapy_start=start, baseline_anc=baseline, monitoring_frequency=freq)
         return key, event, prescriber, pharmacy
 
-    def _enroll_in(self, repo: Repository, request: tuple[PatientKey, Enroll, str, str], actor: str, now: datetime) -> None:
+    def _enroll_in(self, repo: Repositories, request: tuple[PatientKey, Enroll, str, str], actor: str, now: datetime) -> None:
         key, event, prescriber, pharmacy = request
         row = repo.patient(key, create=True, lock=True, now=now.isoformat())
         assert row is not None
@@ -118,8 +117,7 @@ class ClinicService:
                 raise InvalidInput(f"row {n}: {exc}") from None
         now = self.clock()
 
-        def job(conn: Any) -> list[str]:
-            repo = Repository(conn)
+        def job(repo: Repositories) -> list[str]:
             outcome = []
             for n, req in enumerate(requests, 1):
                 try:
@@ -140,8 +138,7 @@ class ClinicService:
         request = self._enrollment(body)
         now = self.clock()
 
-        def job(conn: Any) -> dict[str, Any]:
-            repo = Repository(conn)
+        def job(repo: Repositories) -> dict[str, Any]:
             self._enroll_in(repo, request, actor, now)
             return self._view(repo, request[0])
 
@@ -171,8 +168,7 @@ class ClinicService:
         event = ClinicalEvent(key=f"event:{event_id}", type=etype, on=on, by=by, rationale=rationale, abrupt=bool(body.get("abrupt", True)), temperature_c=temp)
         now = self.clock()
 
-        def job(conn: Any) -> dict[str, Any]:
-            repo = Repository(conn)
+        def job(repo: Repositories) -> dict[str, Any]:
             row = repo.patient(key, create=False, lock=True)
             if row is None or not row.enrolled:
                 raise NotFound(f"patient {key.id} is not enrolled")
@@ -191,7 +187,7 @@ class ClinicService:
 
     # ------------------------------------------------------------ reads
 
-    def _view(self, repo: Repository, key: PatientKey) -> dict[str, Any]:
+    def _view(self, repo: Repositories, key: PatientKey) -> dict[str, Any]:
         row = repo.patient(key, create=False, lock=False)
         if row is None:
             raise NotFound(f"patient {key.id} is not known")
@@ -223,14 +219,14 @@ class ClinicService:
         }
 
     async def status(self, key: PatientKey) -> dict[str, Any]:
-        return await self.store.aread(lambda conn: self._view(Repository(conn), key))
+        return await self.store.read(lambda repo: self._view(repo, key))
 
     async def dispense_check(self, key: PatientKey, on: date | None) -> dict[str, Any]:
         """Fail safe: any doubt (unknown patient, store error) is 'not authorized' with the reason."""
         on = on or self.today()
         policy = self.policy()
         try:
-            row = await self.store.aread(lambda conn: Repository(conn).patient(key, create=False, lock=False))
+            row = await self.store.read(lambda repo: repo.patient(key, create=False, lock=False))
         except Exception as exc:  # noqa: BLE001 - an unreachable store must never mean "yes"
             log.error("dispense_check_store_failed", error=type(exc).__name__)
             return {"authorized": False, "code": "STORE_UNAVAILABLE", "reason": "Do not dispense: patient status could not be read", "latest_anc": None, "max_days_supply": 0, "on": on.isoformat()}
@@ -254,11 +250,11 @@ class ClinicService:
         """One lab.overdue per patient per missed due date, however often and wherever it runs."""
         now = now or self.clock()
         today = self.today(now)
-        due = await self.store.aread(lambda conn: Repository(conn).due_patients(today))
+        due = await self.store.read(lambda repo: repo.due_patients(today))
         raised: list[dict[str, Any]] = []
         for key in due:
-            def job(conn: Any, k: PatientKey = key) -> list[tuple[str, str]]:
-                return tick(Repository(conn), self.policy(), k, now, today)
+            def job(repo: Repositories, k: PatientKey = key) -> list[tuple[str, str]]:
+                return tick(repo, self.policy(), k, now, today)
 
             ids = await self.store.write(job, locks=(key,))
             raised += [{"alert_id": i, "kind": kind, "patient": {"id": key.id, "authority": key.authority}} for i, kind in ids]

@@ -16,10 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.engine import Connection
 
-from rems_ingest.adapters.db.repository import Repository
-from rems_ingest.adapters.db.store import Store
 from rems_ingest.core.errors import CoreError
 from rems_ingest.core.model import Alert, AlertKind, AncResult, PatientKey, Phase, Severity, event_sort_key
 from rems_ingest.core.plausibility import TimeLimits, implausible_draw_time
@@ -30,15 +27,17 @@ from rems_ingest.hl7v2.errors import StoreUnavailable, TooLarge
 from rems_ingest.hl7v2.extract import Header
 from rems_ingest.hl7v2.parse import ParsedMessage, _header_only, parse_frame
 from rems_ingest.observability import metrics
+from rems_ingest.service import ports
 from rems_ingest.service.outbox import outbox_entry
 from rems_ingest.service.patients import apply_event
+from rems_ingest.service.ports import Repositories, UnitOfWork
 
 log = structlog.get_logger("rems_ingest.ingest")
 
 _ERR_TEXT = {100: "Segment sequence error", 101: "Required field missing", 102: "Data type error", 103: "Table value not found", 207: "Application internal error"}
 
 
-def _insert_message(repo: Repository, m: ParsedMessage, dkey: str, now: datetime, status: str, ack_code: str, ack_detail: str) -> int | None:
+def _insert_message(repo: Repositories, m: ParsedMessage, dkey: str, now: datetime, status: str, ack_code: str, ack_detail: str) -> int | None:
     """The raw message row (None: this dedupe key is already stored, i.e. a resend)."""
     h = m.header
     assert h is not None
@@ -60,15 +59,7 @@ def is_transient(exc: BaseException) -> bool:
     """Could the same message succeed later? Store unreachable, locked, full, a lost
     connection or a constraint race: yes (AE). A value the store refuses (too long, out of
     range) or an error in processing this message's content: no (AR, kept as REJECTED)."""
-    from sqlalchemy.exc import DataError, DBAPIError
-
-    from rems_ingest.adapters.db.store import StoreError
-
-    if isinstance(exc, (StoreError, OSError, TimeoutError)):
-        return True
-    if isinstance(exc, DBAPIError):
-        return not isinstance(exc, DataError)
-    return False
+    return isinstance(exc, (ports.StoreUnavailable, OSError, TimeoutError))
 
 
 def patient_ref(key: PatientKey | None) -> str:
@@ -100,7 +91,7 @@ class IngestResult:
 
 @dataclass
 class IngestService:
-    store: Store
+    store: UnitOfWork
     policy: Callable[[], RulesPolicy]
     processing_ids: tuple[str, ...] = ("P",)
     default_charset: str = "utf-8"
@@ -170,7 +161,7 @@ class IngestService:
         else:
             assert m.extraction is not None and h is not None
             try:
-                result = await self.store.write(lambda conn: self._ingest(conn, m, now), locks=(o.patient for o in m.extraction.observations))
+                result = await self.store.write(lambda repo: self._ingest(repo, m, now), locks=(o.patient for o in m.extraction.observations))
             except Exception as exc:  # noqa: BLE001 - never AA without a commit
                 if is_transient(exc):  # AE: the same message can succeed once the store is back
                     metrics.STORE_FAILURES.inc()
@@ -221,8 +212,7 @@ class IngestService:
         h = m.header
         assert h is not None
 
-        def tx(conn: Connection) -> IngestResult:
-            repo = Repository(conn)
+        def tx(repo: Repositories) -> IngestResult:
             dkey = dedupe_key(h, m.text)
             msg_id = _insert_message(repo, m, dkey, now, "REJECTED", result.ack_code, json.dumps(result.errors))
             if msg_id is None:
@@ -238,8 +228,7 @@ class IngestService:
 
     # ------------------------------------------------------------ the transaction
 
-    def _ingest(self, conn: Connection, m: ParsedMessage, now: datetime) -> IngestResult:
-        repo = Repository(conn)
+    def _ingest(self, repo: Repositories, m: ParsedMessage, now: datetime) -> IngestResult:
         h, ex = m.header, m.extraction
         assert h is not None and ex is not None
         dkey = dedupe_key(h, m.text)
@@ -253,7 +242,7 @@ class IngestService:
         repo.insert_observations([{**r, "message_id": msg_id} for r in obs_rows])
         return result
 
-    def apply_message(self, repo: Repository, m: ParsedMessage, dkey: str, now: datetime, received_at: datetime | None = None) -> tuple[IngestResult, list[dict[str, Any]]]:
+    def apply_message(self, repo: Repositories, m: ParsedMessage, dkey: str, now: datetime, received_at: datetime | None = None) -> tuple[IngestResult, list[dict[str, Any]]]:
         """Rules and outbox for one parsed message, inside the caller's transaction (live
         ingest and replay share it). Returns the result and the observation rows to store.
         ``received_at``: when the message first arrived (a replay judges draw times by it)."""

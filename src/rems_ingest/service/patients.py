@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rems_ingest.adapters.db.repository import PatientRow, Repository
 from rems_ingest.core import rules
 from rems_ingest.core.errors import EventNotAllowed
 from rems_ingest.core.history import merge
@@ -27,6 +26,7 @@ from rems_ingest.core.model import (
 )
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.outbox import outbox_entry
+from rems_ingest.service.ports import PatientRow, Repositories
 
 UNENROLLED_KEEP = 10
 
@@ -48,7 +48,7 @@ class Applied:
 
 
 def apply_event(
-    repo: Repository,
+    repo: Repositories,
     policy: RulesPolicy,
     key: PatientKey,
     event: Event,
@@ -128,7 +128,7 @@ def apply_event(
     return Applied(row, new_state, version, alert_ids, True, explanation, [r.kind for r in rows])
 
 
-def tick(repo: Repository, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[tuple[str, str]]:
+def tick(repo: Repositories, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[tuple[str, str]]:
     """Overdue sweep for one patient; the Tick is stored only when it raised something."""
     from rems_ingest.core.model import Tick
 

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rems_ingest.adapters.db.repository import Repository
-from rems_ingest.adapters.db.store import Store
 from rems_ingest.hl7v2.parse import parse_text
 from rems_ingest.service.ingest import IngestService
+from rems_ingest.service.ports import Repositories, UnitOfWork
 
 STATUSES = ("PROCESSED", "FILTERED", "REPLAYED", "REJECTED")
 
@@ -32,12 +31,12 @@ def _when(stamp: str | None) -> datetime | None:
 
 @dataclass
 class ReplayService:
-    store: Store
+    store: UnitOfWork
     ingest: IngestService
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def select(self, *, ids: Sequence[int] = (), since: datetime | None = None, status: str | None = None, warned: bool = False) -> list[Any]:
-        return await self.store.aread(lambda c: Repository(c).messages_for_replay(ids=ids, since=since.isoformat() if since else None, status=status, warned=warned))
+        return await self.store.read(lambda repo: repo.messages_for_replay(ids=ids, since=since.isoformat() if since else None, status=status, warned=warned))
 
     async def replay(self, row: Any, actor: str) -> dict[str, Any]:
         if not row.raw:
@@ -49,8 +48,7 @@ class ReplayService:
             return {"message_id": row.id, "control_id": row.control_id, "replayed": False, "reason": reason}
         now = self.clock()
 
-        def tx(conn: Any) -> dict[str, Any]:
-            repo = Repository(conn)
+        def tx(repo: Repositories) -> dict[str, Any]:
             before = repo.observation_count(row.id)
             result, obs_rows = self.ingest.apply_message(repo, m, row.dedupe_key, now, received_at=_when(row.received_at))
             if not obs_rows and not before:

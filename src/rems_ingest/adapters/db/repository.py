@@ -18,18 +18,7 @@ from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient, patient_event
 from rems_ingest.core.model import Alert, Event, PatientKey, PatientState
 from rems_ingest.service.outbox import OutboxEntry
-
-
-@dataclass
-class PatientRow:
-    pk: int
-    key: PatientKey
-    enrolled: bool
-    state: PatientState
-    version: int
-    last_sort_key: str
-    prescriber_id: str
-    pharmacy_id: str
+from rems_ingest.service.ports import PatientRow
 
 
 @dataclass
