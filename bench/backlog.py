@@ -24,6 +24,7 @@ from rems_ingest.adapters.amqp.relay import OutboxRelay
 from rems_ingest.adapters.amqp.topology import Topology
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.db.store import Store
+from rems_ingest.adapters.db.unit_of_work import StoreOutboxSource
 from rems_ingest.core.model import Alert, AlertKind, Severity
 from rems_ingest.service.outbox import OutboxEntry
 
@@ -50,7 +51,7 @@ async def main(n: int, url: str, batch: int) -> None:
         t0 = time.perf_counter()
         await store.write(lambda c: Repository(c).add_alerts(rows(n, now)))
         print(f"{n:,} alerts written to the outbox in {time.perf_counter() - t0:.1f} s")
-        relay = OutboxRelay(store, url, topo, batch=batch)
+        relay = OutboxRelay(StoreOutboxSource(store), url, topo, batch=batch)
         await relay._connect()
         try:
             t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from rems_ingest.adapters.amqp.relay import OutboxRelay
 from rems_ingest.adapters.amqp.topology import Topology
 from rems_ingest.adapters.db.store import Store
-from rems_ingest.adapters.db.unit_of_work import StoreUnitOfWork
+from rems_ingest.adapters.db.unit_of_work import StoreOutboxSource, StoreUnitOfWork
 from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder
 from rems_ingest.service.clinic import ClinicService
@@ -35,7 +35,7 @@ def build_services(s: Settings) -> Services:
     policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
     store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max)
     relay = OutboxRelay(
-        store,
+        StoreOutboxSource(store),
         s.amqp.resolved_url(),
         Topology.with_prefix(s.amqp.topology_prefix, s.amqp.queue_type),
         batch=s.amqp.batch,

@@ -36,6 +36,36 @@ class PatientRow:
     pharmacy_id: str
 
 
+@dataclass
+class OutboxRow:
+    """An alert claimed for publishing."""
+
+    id: int
+    alert_id: str
+    routing_key: str
+    payload: str
+    attempts: int
+
+
+class OutboxSource(Protocol):
+    """What the relay needs: claim a batch under a lease, settle it, release stale claims."""
+
+    @property
+    def reconnects(self) -> int:
+        """Changes whenever the store lost its connection (bookkeeping may have been lost)."""
+        ...
+
+    async def claim(self, limit: int, now: str, lease_until: str, owner: str) -> list[OutboxRow]: ...
+    async def release_own(self, owner: str) -> int: ...
+    async def settle(self, published: Sequence[int], released: Sequence[int], failed: Sequence[tuple[int, str, str]], now: str) -> None:
+        """Mark published, give back (connection lost), and back off (id, error, next attempt)."""
+        ...
+
+    async def stats(self) -> tuple[int, str | None]:
+        """(pending alerts, creation time of the oldest)."""
+        ...
+
+
 class Messages(Protocol):
     def find_message(self, dedupe_key: str) -> Any: ...
     def insert_message(self, **values: Any) -> int | None: ...

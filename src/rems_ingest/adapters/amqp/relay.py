@@ -23,9 +23,8 @@ from aio_pika.connection import make_url
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 
 from rems_ingest.adapters.amqp.topology import Topology, declare
-from rems_ingest.adapters.db.repository import OutboxRow, Repository
-from rems_ingest.adapters.db.store import Store
 from rems_ingest.observability import metrics
+from rems_ingest.service.ports import OutboxRow, OutboxSource
 
 log = structlog.get_logger("rems_ingest.relay")
 
@@ -38,7 +37,7 @@ def _utc() -> datetime:
 
 @dataclass
 class OutboxRelay:
-    store: Store
+    store: OutboxSource  # the outbox port (adapters/db/unit_of_work.StoreOutboxSource)
     url: str | None
     topology: Topology = field(default_factory=Topology)
     batch: int = 500
@@ -159,19 +158,19 @@ class OutboxRelay:
             raise
 
     async def _drain(self) -> int:
-        reconnects = getattr(self.store, "reconnects", 0)
+        reconnects = self.store.reconnects
         if reconnects != self._store_reconnects:
             # the store lost its connection since the last batch: a published mark committed
             # without waiting for the disk may be gone, leaving our claim to wait out its lease
             self._store_reconnects, self._release_own = reconnects, True
         if self._release_own and self.owner:
-            released = await self.store.write(lambda c: Repository(c).release_own(self.owner), durable=False)
-            if released:
-                log.info("relay_released_stale_claims", count=released)
+            stale = await self.store.release_own(self.owner)
+            if stale:
+                log.info("relay_released_stale_claims", count=stale)
         self._release_own = False
         now = self.clock()
         lease = (now + timedelta(seconds=self.lease_seconds or self.publish_timeout)).isoformat()
-        rows = await self.store.write(lambda c: Repository(c).claim(self.batch, now.isoformat(), lease, self.owner), durable=False)
+        rows = await self.store.claim(self.batch, now.isoformat(), lease, self.owner)
         self.on_progress()
         if not rows or time.monotonic() - self._backlog_at >= self.backlog_refresh:
             await self._update_backlog()
@@ -185,18 +184,15 @@ class OutboxRelay:
         def connection_lost(exc: BaseException) -> bool:
             return isinstance(exc, RETRYABLE) and not isinstance(exc, (DeliveryError, PublishError))
 
-        def mark(conn: object) -> None:
-            repo = Repository(conn)  # type: ignore[arg-type]
-            repo.mark_published(ok, now.isoformat())
-            # a lost connection says nothing about the alert: it goes again as soon as the
-            # broker is back; a return or nack is about this alert: it backs off
-            repo.release([r.id for r, exc in failed if connection_lost(exc)])
-            for r, exc in failed:
-                if not connection_lost(exc):
-                    backoff = min(self.max_backoff, 2 ** min(r.attempts, 12))
-                    repo.mark_failed([r.id], type(exc).__name__, (now + timedelta(seconds=backoff)).isoformat())
-
-        await self.store.write(mark, durable=False)  # lost in an OS crash = published again, same id
+        # a lost connection says nothing about the alert: it goes again as soon as the broker is
+        # back; a return or nack is about this alert: it backs off
+        released = [r.id for r, exc in failed if connection_lost(exc)]
+        backed_off = [
+            (r.id, type(exc).__name__, (now + timedelta(seconds=min(self.max_backoff, 2 ** min(r.attempts, 12)))).isoformat())
+            for r, exc in failed
+            if not connection_lost(exc)
+        ]
+        await self.store.settle(ok, released, backed_off, now.isoformat())  # lost in an OS crash = published again, same id
         metrics.PUBLISHED.inc(len(ok))
         if ok:
             self.last_publish = time.time()
@@ -241,7 +237,7 @@ class OutboxRelay:
 
     async def _update_backlog(self) -> None:
         self._backlog_at = time.monotonic()
-        count, oldest = await self.store.aread(lambda c: Repository(c).outbox_stats())
+        count, oldest = await self.store.stats()
         metrics.OUTBOX_BACKLOG.set(count)
         if oldest:
             metrics.OUTBOX_OLDEST_AGE.set(max(0.0, (self.clock() - datetime.fromisoformat(oldest)).total_seconds()))

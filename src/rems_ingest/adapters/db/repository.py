@@ -18,17 +18,7 @@ from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient, patient_event
 from rems_ingest.core.model import Alert, Event, PatientKey, PatientState
 from rems_ingest.service.outbox import OutboxEntry
-from rems_ingest.service.ports import PatientRow
-
-
-@dataclass
-class OutboxRow:
-    id: int
-    alert_id: str
-    routing_key: str
-    payload: str
-    attempts: int
-
+from rems_ingest.service.ports import OutboxRow, PatientRow
 
 # Hot-path SQL, written once for both dialects and run on the driver's own cursor inside the
 # SQLAlchemy transaction: the profile showed SQLAlchemy's per-statement machinery costing more
