@@ -100,7 +100,7 @@ class PatientFeed(RuleBasedStateMachine):
         check = dispense.check(POLICY, s, self.day)
         if check.authorized:
             assert s.latest is not None and s.treatment is TreatmentStatus.ACTIVE
-            assert 0 <= (self.day - s.latest.on).days <= POLICY.currency_window(rules.frequency_of(s))
+            assert 0 <= (self.day - s.latest.on).days <= POLICY.currency_window(s.frequency)
             assert dispense._acceptable(s, s.latest.category) or s.override_rationale
 
     @invariant()

@@ -54,16 +54,6 @@ class Folded:
         return tuple(a for d in self.decisions for a in d.alerts)
 
 
-def frequency_of(state: PatientState) -> Frequency:
-    """Monitoring frequency implied by the episode (``PatientState.frequency``)."""
-    return state.frequency
-
-
-def action_of(state: PatientState) -> str:
-    """Short verb for the contract's ``action`` field (``PatientState.action``)."""
-    return state.action
-
-
 def add_months(d: date, months: int) -> date:
     y, m = divmod(d.month - 1 + months, 12)
     year, month = d.year + y, m + 1
@@ -78,7 +68,7 @@ def _recovered(policy: RulesPolicy, state: PatientState, anc: Decimal) -> bool:
 
 
 def _next_due(policy: RulesPolicy, state: PatientState, on: date, confirm: bool) -> date | None:
-    freq = frequency_of(state)
+    freq = state.frequency
     if freq is Frequency.NONE:
         return None
     if confirm:
@@ -323,7 +313,7 @@ def _on_clinical(policy: RulesPolicy, s: PatientState, e: ClinicalEvent) -> tupl
             # The fever rule (section 4) still applies for 14 days.
             return evolve(s, phase=Phase.CLOSED, next_due=None, pending_confirm_until=None), [], "discontinued with the latest ANC in the normal range: monitoring ends"
         if s.phase in (Phase.NORMAL, Phase.POST_EPISODE_WEEKLY):
-            s = evolve(s, phase=Phase.DISC_MONITOR, interval=frequency_of(s))
+            s = evolve(s, phase=Phase.DISC_MONITOR, interval=s.frequency)
         return s, [], "discontinued: keep monitoring until the ANC is in the normal range"
     if e.type == "rechallenge":
         if s.phase is not Phase.SEV_RECOVERED_HOLD:
@@ -440,10 +430,10 @@ def _fever(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) -
 def _on_tick(policy: RulesPolicy, s: PatientState, e: Tick) -> tuple[PatientState, list[Alert], str]:
     if not s.enrolled or s.next_due is None or s.phase in (Phase.PRE, Phase.CLOSED):
         return s, [], "no ANC due"
-    tolerance = policy.three_weekly_overdue_tolerance_days if frequency_of(s) is Frequency.THREE_WEEKLY else 0
+    tolerance = policy.three_weekly_overdue_tolerance_days if s.frequency is Frequency.THREE_WEEKLY else 0
     if e.on <= s.next_due + timedelta(days=tolerance) or s.overdue_alerted_for == s.next_due:
         return s, [], "not overdue"
-    urgent = frequency_of(s) is Frequency.DAILY or s.treatment is not TreatmentStatus.ACTIVE
+    urgent = s.frequency is Frequency.DAILY or s.treatment is not TreatmentStatus.ACTIVE
     a = _alert(
         AlertKind.OVERDUE_LAB,
         f"overdue:{s.next_due}",
@@ -480,8 +470,8 @@ def step(policy: RulesPolicy, state: PatientState, event: Event) -> Decision:
         state=new,
         alerts=tuple(alerts),
         category=category,
-        action=action_of(new),
-        frequency=frequency_of(new),
+        action=new.action,
+        frequency=new.frequency,
         next_due=new.next_due,
         explanation=why,
         profile=policy.label,
@@ -509,7 +499,7 @@ def fold(policy: RulesPolicy, events: Iterable[Event]) -> Folded:
         except EventNotAllowed as exc:
             if isinstance(ev, Enroll):
                 raise
-            d = Decision(state, (), state.latest.category if state.latest else None, action_of(state), frequency_of(state), state.next_due, f"ignored: {exc}", policy.label)
+            d = Decision(state, (), state.latest.category if state.latest else None, state.action, state.frequency, state.next_due, f"ignored: {exc}", policy.label)
         decisions.append(d)
         state = d.state
     return Folded(state=state, decisions=tuple(decisions))
@@ -545,12 +535,10 @@ __all__ = [
     "MAX_PLAUSIBLE_ANC",
     "REFOLD_CAUSE",
     "Folded",
-    "action_of",
     "add_months",
     "categorize",
     "diff_alerts",
     "fold",
-    "frequency_of",
     "pharmacy_after_refold",
     "step",
     "superseded_alert",
