@@ -70,12 +70,12 @@ class MllpSettings(_Section):
     # site codes in OBX-3 (code or label, case-insensitive) -> what they measure; added to the built-in list
     local_codes: dict[str, Literal["anc", "segs_abs", "bands_abs", "neut_pct", "segs_pct", "bands_pct", "wbc", "not_blood"]] = {}
 
-    def time_limits(self, baseline_window_days: int = 30) -> TimeLimits:
+    def time_limits(self) -> TimeLimits:
         from datetime import timedelta
 
         from rems_ingest.core.plausibility import TimeLimits
 
-        return TimeLimits(timedelta(hours=self.max_future_skew_hours), timedelta(days=self.max_result_age_days), baseline_window_days)
+        return TimeLimits(timedelta(hours=self.max_future_skew_hours), timedelta(days=self.max_result_age_days))
 
     def ingest_options(self) -> dict[str, Any]:
         """The IngestService settings every entry point shares (daemon, replay, demo)."""

@@ -19,12 +19,12 @@ _LOCAL_TIME_SLACK = timedelta(hours=14)
 class TimeLimits:
     max_future: timedelta = timedelta(hours=24)
     max_age: timedelta = timedelta(days=365)
-    baseline_window_days: int = 30
 
 
-def implausible_draw_time(observed_at: datetime, received_at: datetime, limits: TimeLimits, therapy_start: date | None = None) -> str | None:
+def implausible_draw_time(observed_at: datetime, received_at: datetime, limits: TimeLimits, therapy_start: date | None = None, baseline_window_days: int = 30) -> str | None:
     """Why this draw time must not move the state, or None. ``therapy_start`` is given only
-    for a patient already on therapy (a result long before it is not a baseline either)."""
+    for a patient already on therapy: a result drawn longer than the profile's baseline window
+    before it is not a baseline either."""
     received = received_at if received_at.tzinfo else received_at.replace(tzinfo=UTC)
     slack = timedelta(0)
     if observed_at.tzinfo is None:
@@ -39,8 +39,8 @@ def implausible_draw_time(observed_at: datetime, received_at: datetime, limits: 
             return f"specimen time is more than {limits.max_age.days} days before the message was received: result not applied"
     except OverflowError:  # a date at the very edge of the calendar
         return "specimen time is out of range: result not applied"
-    if therapy_start is not None and observed_at.date() < therapy_start - timedelta(days=limits.baseline_window_days):
-        return f"specimen drawn more than {limits.baseline_window_days} days before therapy start: result not applied"
+    if therapy_start is not None and observed_at.date() < therapy_start - timedelta(days=baseline_window_days):
+        return f"specimen drawn more than {baseline_window_days} days before therapy start: result not applied"
     return None
 
 

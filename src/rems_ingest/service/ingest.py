@@ -264,7 +264,7 @@ class IngestService:
             row = repo.patient(obs.patient, create=True, lock=True, now=now.isoformat())
             assert row is not None
             on_therapy = row.state.therapy_start if row.state.enrolled and row.state.phase is not Phase.PRE else None
-            implausible = implausible_draw_time(obs.observed_at, received, self.time_limits, on_therapy)
+            implausible = implausible_draw_time(obs.observed_at, received, self.time_limits, on_therapy, policy.baseline_window_days)
             if implausible is not None:
                 quality.append((obs.patient, 102, "OBX^14", implausible, False))
                 metrics.count(metrics.OBSERVATIONS, "rejected")
