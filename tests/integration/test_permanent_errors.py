@@ -119,3 +119,26 @@ async def test_an_error_in_processing_one_message_is_AR_and_kept_for_replay(daem
         ack = await c.send(oru("BUG-1", "BUG1", TODAY, "1.8", "BUG-1"))
     assert _msa_err(ack)[0] == "AR"
     assert ["REJECTED"] == await _statuses(daemon, "BUG-1")
+
+
+async def test_a_bug_in_reading_one_message_is_AR_kept_and_the_connection_keeps_serving(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any defect while reading a message (not only the error types a parser expects) answers
+    AR with ERR 207 and keeps the message: a dropped connection with no ACK makes the lab
+    resend the same message for ever, and nothing behind it gets through."""
+    import rems_ingest.hl7v2.parse as parse_mod
+
+    real = parse_mod.extract_segments
+
+    def broken(segs, d, code_map=None, header=None):  # type: ignore[no-untyped-def]
+        if header is not None and header.control_id == "BUG-2":
+            raise NameError("a defect this vendor's message shape trips")
+        return real(segs, d, code_map, header)
+
+    monkeypatch.setattr(parse_mod, "extract_segments", broken)
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        ack = await c.send(oru("BUG-2", "BUG2", TODAY, "1.8", "BUG-2"))
+        after = await c.send(oru("OK-2", "OK2", TODAY, "1.8", "OK-2"))
+    code, errs = _msa_err(ack)
+    assert code == "AR" and errs and "207" in errs[0]
+    assert _msa_err(after)[0] == "AA"
+    assert ["REJECTED"] == await _statuses(daemon, "BUG-2")

@@ -56,6 +56,13 @@ class UnsupportedVersion(Hl7Error):
     err_text = "Unsupported version id"
 
 
+class ReadFailed(Hl7Error):
+    """A defect met while reading this message (not a fault of the message we can name): AR
+    with ERR 207, and the message is kept so a replay can take it once the defect is fixed."""
+
+    err_code = 207
+
+
 class TooLarge(Hl7Error):
     err_code = 100
     err_text = "Message too large"

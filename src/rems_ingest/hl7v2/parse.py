@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.decode import DEFAULT_MAX_SEGMENTS, decode
-from rems_ingest.hl7v2.errors import Hl7Error, Unparseable
+from rems_ingest.hl7v2.errors import Hl7Error, ReadFailed, Unparseable
 from rems_ingest.hl7v2.extract import Extraction, Header, check_header, extract, extract_segments, read_header, split_messages
 from rems_ingest.hl7v2.message import delimiters_of, segments
 
@@ -82,4 +82,6 @@ def parse_text(
         return ParsedMessage(text, charset, header, error=exc)
     except (RecursionError, ValueError, IndexError, ArithmeticError) as exc:
         return ParsedMessage(text, charset, header, error=Unparseable(f"message could not be read ({type(exc).__name__})"))
+    except Exception as exc:  # noqa: BLE001 - a defect must still get an answer, never a dropped connection
+        return ParsedMessage(text, charset, header, error=ReadFailed(f"message could not be processed ({type(exc).__name__}); kept for replay"))
     return ParsedMessage(text, charset, header, extraction=extraction)

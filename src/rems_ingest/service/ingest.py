@@ -23,7 +23,7 @@ from rems_ingest.core.plausibility import TimeLimits, implausible_draw_time
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.hl7v2.ack import ErrDetail, build_ack, commit_code, wants
 from rems_ingest.hl7v2.codes import CodeMap
-from rems_ingest.hl7v2.errors import StoreUnavailable, TooLarge
+from rems_ingest.hl7v2.errors import ReadFailed, StoreUnavailable, TooLarge
 from rems_ingest.hl7v2.extract import Header
 from rems_ingest.hl7v2.parse import ParsedMessage, _header_only, parse_frame
 from rems_ingest.observability import metrics
@@ -157,6 +157,9 @@ class IngestService:
             e = m.error
             result = IngestResult(e.ack_code, [dict(code=e.err_code, text=e.err_text, location=e.location, severity="E", message=e.text)])
             if h is not None and m.text and e.ack_code == "AR":
+                if isinstance(e, ReadFailed):  # a defect, not the message: the operator must hear it
+                    metrics.PERMANENT_FAILURES.inc()
+                    log.error("hl7_message_rejected", control_id=h.control_id, error=e.text)
                 result = await self._keep_rejected(m, now, result)
         else:
             assert m.extraction is not None and h is not None
