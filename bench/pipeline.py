@@ -34,6 +34,7 @@ from rems_ingest.adapters.db.store import Store  # noqa: E402
 from rems_ingest.adapters.db.unit_of_work import StoreUnitOfWork  # noqa: E402
 from rems_ingest.observability.logging import configure  # noqa: E402
 from rems_ingest.service.clinic import ClinicService  # noqa: E402
+from rems_ingest.service.commands import EnrollPatient  # noqa: E402
 from rems_ingest.service.ingest import IngestService  # noqa: E402
 
 
@@ -44,7 +45,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, object]:
     store.start()
     try:
         clinic = ClinicService(StoreUnitOfWork(store), lambda: policy)
-        await clinic.enroll_many([{"id": f"BP{i:06d}", "authority": "HOSP", "population": "general", "therapy_start": "2025-12-20"} for i in range(args.patients)])
+        await clinic.enroll_many([EnrollPatient.from_mapping({"id": f"BP{i:06d}", "authority": "HOSP", "population": "general", "therapy_start": "2025-12-20"}) for i in range(args.patients)])
         ingest = IngestService(StoreUnitOfWork(store), lambda: policy)
         rnd = random.Random(args.seed)
         base = datetime(2026, 1, 1, 8)

@@ -50,6 +50,7 @@ class Daemon:
     def __post_init__(self) -> None:
         s = self.settings
         services = build_services(s)
+        self.services = services
         self.policy, self.store, self.relay = services.policy, services.store, services.relay
         self.ingest, self.clinic = services.ingest, services.clinic
         self.server = MllpServer(

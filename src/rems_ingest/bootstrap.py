@@ -24,6 +24,7 @@ class Services:
     settings: Settings
     policy: PolicyHolder
     store: Store
+    uow: StoreUnitOfWork  # what use cases write and read through
     relay: OutboxRelay
     ingest: IngestService
     clinic: ClinicService
@@ -46,4 +47,4 @@ def build_services(s: Settings) -> Services:
     ingest = IngestService(uow, policy, **s.mllp.ingest_options())
     ingest.on_alerts = relay.wake
     clinic = ClinicService(uow, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
-    return Services(s, policy, store, relay, ingest, clinic, ReplayService(uow, ingest))
+    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest))

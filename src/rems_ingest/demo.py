@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import date, timedelta
+from decimal import Decimal
 
-from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.config import Settings
-from rems_ingest.core.model import PatientKey
+from rems_ingest.core.model import PatientKey, Population
+from rems_ingest.service.commands import EnrollPatient
 
 
 def oru(control_id: str, patient: str, on: date, anc_k: str, filler: str) -> bytes:
@@ -37,8 +38,8 @@ async def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
                 for i, b in enumerate(baselines):
                     await mllp.send(oru(f"{pid}-B{i}", pid, start - timedelta(days=2 - i), b, f"{pid}-ACC-B{i}"))
             for pid, population, baseline in patients:
-                body = {"id": pid, "authority": "HOSP", "population": population, "therapy_start": start.isoformat(), "baseline_anc": baseline, "prescriber_id": "DR-DEMO", "pharmacy_id": "RX-DEMO"}
-                view = await daemon.clinic.enroll(body, actor="demo")
+                cmd = EnrollPatient(PatientKey(pid, "HOSP"), Population(population), start, Decimal(baseline) if baseline else None, prescriber_id="DR-DEMO", pharmacy_id="RX-DEMO")
+                view = await daemon.clinic.enroll(cmd, actor="demo")
                 echo(f"\nenrolled {pid} ({population}): {view['action']}, {view['monitoring']['frequency']}, next ANC due {view['monitoring']['next_due']}")
             walk = [(7, "1.4"), (14, "0.9"), (15, "0.45")]
             for pid, population, _ in patients:
@@ -53,7 +54,7 @@ async def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
                         f"{on}  ANC {int(float(anc) * 1000):>5}/uL  {ack:<22} category={view['category']:<16} action={view['action']:<30} "
                         f"treatment={view['treatment_status']:<11} monitoring={view['monitoring']['frequency']:<18} next_due={view['monitoring']['next_due']}  dispense={'yes' if check['authorized'] else 'NO'}"
                     )
-        rows = await daemon.store.aread(lambda c: [r for pk in (1, 2) for r in Repository(c).alerts_for(pk, 100)])
+        rows = await daemon.services.uow.read(lambda repo: [r for pk in (1, 2) for r in repo.alerts_for(pk, 100)])
         echo("\n== alerts (outbox; published to RabbitMQ when a broker is configured) ==")
         for r in sorted(rows, key=lambda r: r.created_at):
             body = json.loads(r.payload)

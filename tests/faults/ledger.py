@@ -19,6 +19,7 @@ import aio_pika
 
 from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.demo import oru
+from rems_ingest.service.commands import EnrollPatient
 
 START = date.today() - timedelta(days=60)
 VALUES = ["2.0", "1.4", "0.9", "0.45", "1.2", "1.6", "2.2", "1.1", "0.8", "1.9"]  # 10^3/uL: every category
@@ -208,7 +209,7 @@ async def reference_alerts(tmp: Path, feed: Feed) -> set[str]:
             for _, raw in feed.baselines():
                 await c.send(raw)
             for body in feed.enrollments():
-                await d.clinic.enroll(body)
+                await d.clinic.enroll(EnrollPatient.from_mapping(body))
             for stream in feed.streams():
                 for _, raw in stream:
                     assert msa(await c.send(raw)) == "AA"

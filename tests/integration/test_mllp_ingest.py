@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from rems_ingest.adapters.db.schema import inbound_message, observation, outbox
 from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
+from rems_ingest.service.commands import EnrollPatient
 from tests.fixtures import Expected, expected_table
 
 TABLE = expected_table()
@@ -205,7 +206,7 @@ async def test_every_rules_decision_is_in_the_audit_trail(daemon: Daemon) -> Non
     start = date(2026, 3, 2)
     async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
         await c.send(oru("AU-B", "AUD1", start - timedelta(days=1), "1.8", "AU-B"))
-        await daemon.clinic.enroll({"id": "AUD1", "authority": "HOSP", "population": "general", "therapy_start": start.isoformat()})
+        await daemon.clinic.enroll(EnrollPatient.from_mapping({"id": "AUD1", "authority": "HOSP", "population": "general", "therapy_start": start.isoformat()}))
         await c.send(oru("AU-1", "AUD1", start + timedelta(days=7), "0.9", "AU-1"))
     rows = daemon.store.read(lambda conn: conn.execute(select(audit.c.actor, audit.c.detail).where(audit.c.action == "decision").order_by(audit.c.id)).all())
     details = [json.loads(d) for _, d in rows]
@@ -228,7 +229,7 @@ async def test_with_no_broker_the_metrics_show_the_alerts_held_in_the_outbox(tmp
     try:
         async with MllpClient("127.0.0.1", d.server.bound_port) as c:
             await c.send(oru("HB-B", "HELD1", date(2026, 3, 1), "1.8", "HB-B"))
-        await d.clinic.enroll({"id": "HELD1", "authority": "HOSP", "population": "general", "therapy_start": "2026-03-02"})
+        await d.clinic.enroll(EnrollPatient.from_mapping({"id": "HELD1", "authority": "HOSP", "population": "general", "therapy_start": "2026-03-02"}))
         async with MllpClient("127.0.0.1", d.server.bound_port) as c:
             await c.send(oru("HB-1", "HELD1", date(2026, 3, 2) + timedelta(days=7), "0.9", "HB-1"))
         held = count(d, outbox)

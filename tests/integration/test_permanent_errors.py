@@ -14,6 +14,7 @@ from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.core.model import PatientKey
 from rems_ingest.demo import oru
+from rems_ingest.service.commands import EnrollPatient
 from tests.conftest import make_settings
 
 TODAY = datetime.now(UTC).date()
@@ -31,7 +32,7 @@ async def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 async def _enrolled(d: Daemon, c: MllpClient, pid: str) -> None:
     assert b"MSA|AA" in await c.send(oru(f"{pid}-B", pid, START - timedelta(days=1), "1.8", f"{pid}-B"))
-    await d.clinic.enroll({"id": pid, "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+    await d.clinic.enroll(EnrollPatient.from_mapping({"id": pid, "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
 
 
 def _msa_err(ack: bytes) -> tuple[str, list[str]]:

@@ -15,6 +15,7 @@ from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.core.model import PatientKey
 from rems_ingest.demo import oru
+from rems_ingest.service.commands import EnrollPatient
 from tests.conftest import make_settings, purge_topology, test_topology
 from tests.integration.test_rabbitmq_pipeline import drain, enroll_and_walk, wait_connected
 
@@ -52,7 +53,7 @@ async def test_two_daemons_serialize_one_patient_and_never_publish_an_alert_twic
         await wait_connected(daemons[1])
         async with MllpClient("127.0.0.1", daemons[0].server.bound_port) as c:
             await c.send(oru("TW-B", "TWO", START - timedelta(days=1), "1.8", "TW-B"))
-        await daemons[0].clinic.enroll({"id": "TWO", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+        await daemons[0].clinic.enroll(EnrollPatient.from_mapping({"id": "TWO", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
 
         async def feed(d: Daemon, offset: int) -> None:
             async with MllpClient("127.0.0.1", d.server.bound_port) as c:
@@ -81,7 +82,7 @@ async def test_concurrent_sweeps_raise_exactly_one_overdue_alert(tmp_path: Path,
     try:
         async with MllpClient("127.0.0.1", daemons[0].server.bound_port) as c:
             await c.send(oru("SW-B", "SWEEP", START - timedelta(days=1), "1.8", "SW-B"))
-        await daemons[0].clinic.enroll({"id": "SWEEP", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+        await daemons[0].clinic.enroll(EnrollPatient.from_mapping({"id": "SWEEP", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
         from datetime import datetime
 
         now = datetime(2026, 3, 12, 9, tzinfo=UTC)

@@ -10,6 +10,7 @@ from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.core.model import PatientKey
 from rems_ingest.demo import oru
+from rems_ingest.service.commands import EnrollPatient
 from tests.conftest import make_settings
 
 TODAY = datetime.now(UTC).date()
@@ -25,7 +26,7 @@ async def test_final_after_a_preliminary_severe_result_moves_the_state_without_a
     try:
         async with MllpClient("127.0.0.1", d.server.bound_port) as c:
             await c.send(oru("PF-B", "PF1", TODAY - timedelta(days=8), "1.8", "PF-B"))
-            await d.clinic.enroll({"id": "PF1", "authority": "HOSP", "population": "general", "therapy_start": (TODAY - timedelta(days=7)).isoformat()})
+            await d.clinic.enroll(EnrollPatient.from_mapping({"id": "PF1", "authority": "HOSP", "population": "general", "therapy_start": (TODAY - timedelta(days=7)).isoformat()}))
             assert b"MSA|AA" in await c.send(_status(oru("PF-P", "PF1", TODAY, "0.3", "ACC-9"), "P"))
             prelim = await d.clinic.status(PatientKey("PF1", "HOSP"))
             assert b"MSA|AA" in await c.send(oru("PF-F", "PF1", TODAY, "0.3", "ACC-9"))

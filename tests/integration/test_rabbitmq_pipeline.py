@@ -14,6 +14,7 @@ import pytest
 from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.demo import oru
+from rems_ingest.service.commands import EnrollPatient
 from tests.conftest import make_settings, purge_topology, test_topology
 from tests.proxy import TcpProxy
 
@@ -56,7 +57,7 @@ async def enroll_and_walk(d: Daemon, pid: str, population: str, baseline: int | 
     async with MllpClient("127.0.0.1", d.server.bound_port) as c:
         for i, b in enumerate(["1.8"] if population == "general" else ["1.2", "1.1"]):
             await c.send(oru(f"{pid}-B{i}", pid, START - timedelta(days=2 - i), b, f"{pid}-B{i}"))
-        await d.clinic.enroll({"id": pid, "authority": "HOSP", "population": population, "therapy_start": START.isoformat(), "baseline_anc": baseline})
+        await d.clinic.enroll(EnrollPatient.from_mapping({"id": pid, "authority": "HOSP", "population": population, "therapy_start": START.isoformat(), "baseline_anc": baseline}))
         acks = []
         for n, (day, anc) in enumerate([(7, "1.4"), (14, "0.9"), (15, "0.45")]):
             reply = await c.send(oru(f"{pid}-W{n}", pid, START + timedelta(days=day), anc, f"{pid}-W{n}"))
@@ -176,7 +177,7 @@ async def test_a_correction_supersedes_the_alerts_it_withdrew(pipeline, rabbitmq
     d, topo = pipeline
     async with MllpClient("127.0.0.1", d.server.bound_port) as c:
         await c.send(oru("C-B0", "CORR", START - timedelta(days=1), "1.8", "C-B0"))
-        await d.clinic.enroll({"id": "CORR", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+        await d.clinic.enroll(EnrollPatient.from_mapping({"id": "CORR", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
         await c.send(oru("C-1", "CORR", START + timedelta(days=6), "0.9", "C-ACC1"))
         corrected = oru("C-2", "CORR", START + timedelta(days=6), "1.9", "C-ACC1").replace(b"||||F\r", b"||||C\r")
         await c.send(corrected)
@@ -203,7 +204,7 @@ async def test_pharmacy_hold_then_release_end_to_end(pipeline, rabbitmq_url: str
     key = PatientKey("RX1", "HOSP")
     async with MllpClient("127.0.0.1", d.server.bound_port) as c:
         await c.send(oru("RX-B", "RX1", START - timedelta(days=1), "1.9", "RX-B"))
-        await d.clinic.enroll({"id": "RX1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+        await d.clinic.enroll(EnrollPatient.from_mapping({"id": "RX1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
         released = await drain(rabbitmq_url, list(topo.queues)[1], expect=1)
         await c.send(oru("RX-1", "RX1", START + timedelta(days=7), "0.8", "RX-1"))
         held = await drain(rabbitmq_url, list(topo.queues)[1], expect=2)

@@ -14,6 +14,7 @@ from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.cli import cli
 from rems_ingest.demo import oru
+from rems_ingest.service.commands import EnrollPatient
 from tests.conftest import make_settings
 
 START = date(2026, 3, 2)
@@ -30,7 +31,7 @@ async def _feed(tmp_path: Path) -> list[bytes]:
     try:
         async with MllpClient("127.0.0.1", d.server.bound_port) as c:
             await c.send(oru("RP-B", "RP1", START - timedelta(days=1), "1.8", "RP-B"))
-            await d.clinic.enroll({"id": "RP1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+            await d.clinic.enroll(EnrollPatient.from_mapping({"id": "RP1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
             return [await c.send(site_coded("RP-1", START + timedelta(days=7), "0.9"))]
     finally:
         await d.shutdown()

@@ -11,6 +11,7 @@ from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.core.model import PatientKey
 from rems_ingest.demo import oru
+from rems_ingest.service.commands import EnrollPatient
 from tests.conftest import make_settings
 
 START = date(2026, 3, 2)
@@ -31,7 +32,7 @@ async def test_a_red_count_from_a_uk_lab_stops_dispensing_and_says_why(tmp_path:
     try:
         async with MllpClient("127.0.0.1", d.server.bound_port) as c:
             assert b"MSA|AA" in await c.send(fbc("UK-B", START, "4.2", "7.0"))
-            await d.clinic.enroll({"id": "UK1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()})
+            await d.clinic.enroll(EnrollPatient.from_mapping({"id": "UK1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
             assert (await d.clinic.dispense_check(KEY, START + timedelta(days=1)))["authorized"]
             assert b"MSA|AA" in await c.send(fbc("UK-1", START + timedelta(days=7), "2.6", "2.8"))  # neutrophils fine, WBC red
         status = await d.clinic.status(KEY)

@@ -6,20 +6,19 @@ store transaction: validated by the rules core first, so nothing is half-written
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
 from rems_ingest.core import dispense
-from rems_ingest.core.errors import CoreError, EventNotAllowed, InvalidInput
-from rems_ingest.core.model import CLINICAL_EVENT_TYPES, ClinicalEvent, Enroll, Frequency, PatientKey, Population
+from rems_ingest.core.errors import EventNotAllowed
+from rems_ingest.core.model import ClinicalEvent, Enroll, PatientKey
 from rems_ingest.core.policy import RulesPolicy
+from rems_ingest.service.commands import EnrollPatient, RecordEvent
 from rems_ingest.service.patients import apply_event, tick
 from rems_ingest.service.ports import Repositories, UnitOfWork
 
@@ -32,28 +31,6 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """404: unknown patient."""
-
-
-def parse_date(value: Any, name: str) -> date:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be a date YYYY-MM-DD")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{name} {value!r} is not a date YYYY-MM-DD") from None
-
-
-def _text(body: dict[str, Any], name: str, required: bool = False, limit: int = 200) -> str:
-    v = body.get(name, "")
-    if v is None:
-        v = ""
-    if not isinstance(v, str):
-        raise InvalidInput(f"{name} must be a string")
-    if required and not v.strip():
-        raise InvalidInput(f"{name} is required")
-    if len(v) > limit:
-        raise InvalidInput(f"{name} is longer than {limit} characters")
-    return v.strip()
 
 
 @dataclass
@@ -69,35 +46,13 @@ class ClinicService:
 
     # ------------------------------------------------------------ enrollment
 
-    def _enrollment(self, body: dict[str, Any]) -> tuple[PatientKey, Enroll, str, str]:
-        """Validate an enrollment request (raises InvalidInput with the reason)."""
-        key = PatientKey(_text(body, "id", required=True), _text(body, "authority"))
-        try:
-            population = Population(body.get("population"))
-        except ValueError:
-            raise InvalidInput("population must be 'general' or 'ben'") from None
-        start = parse_date(body.get("therapy_start"), "therapy_start")
-        baseline = None
-        if body.get("baseline_anc") is not None:
-            try:
-                baseline = Decimal(str(body["baseline_anc"]))
-            except InvalidOperation:
-                raise InvalidInput("baseline_anc must be a number (cells/uL)") from None
-            if population is not Population.BEN:
-                raise InvalidInput("baseline_anc is only for BEN patients")
-        freq = None
-        if body.get("monitoring_frequency"):
-            try:
-                freq = Frequency(body["monitoring_frequency"])
-            except ValueError:
-                raise InvalidInput("monitoring_frequency must be weekly, every_2_weeks or monthly") from None
-        prescriber, pharmacy = _text(body, "prescriber_id"), _text(body, "pharmacy_id")
-        on = min(start, self.today(self.clock()))
-        event = Enroll(key="enroll", on=on, population=population, therapy_start=start, baseline_anc=baseline, monitoring_frequency=freq)
-        return key, event, prescriber, pharmacy
+    def _enrollment(self, cmd: EnrollPatient) -> Enroll:
+        """The rules core's event for an enrollment: dated no later than today."""
+        on = min(cmd.therapy_start, self.today(self.clock()))
+        return Enroll(key="enroll", on=on, population=cmd.population, therapy_start=cmd.therapy_start, baseline_anc=cmd.baseline_anc, monitoring_frequency=cmd.monitoring_frequency)
 
-    def _enroll_in(self, repo: Repositories, request: tuple[PatientKey, Enroll, str, str], actor: str, now: datetime) -> None:
-        key, event, prescriber, pharmacy = request
+    def _enroll_in(self, repo: Repositories, cmd: EnrollPatient, actor: str, now: datetime) -> None:
+        key, event, prescriber, pharmacy = cmd.patient, self._enrollment(cmd), cmd.prescriber_id, cmd.pharmacy_id
         row = repo.patient(key, create=True, lock=True, now=now.isoformat())
         assert row is not None
         if row.enrolled:
@@ -105,16 +60,11 @@ class ClinicService:
         apply_event(repo, self.policy(), key, event, cause={"source": actor}, now=now, row=row, strict=True, extra={"prescriber_id": prescriber, "pharmacy_id": pharmacy})
         repo.audit(now, actor, "enroll", row.pk, {"population": event.population.value, "therapy_start": event.therapy_start, "prescriber_id": prescriber})
 
-    async def enroll_many(self, bodies: list[dict[str, Any]], actor: str = "import") -> list[str]:
-        """Bulk import (a clinic moving its patients): every row is validated first, then all are
-        enrolled in one transaction, so a bad row leaves nothing half-written. Patients already
-        enrolled are skipped, which makes a re-run of the same file harmless."""
-        requests = []
-        for n, body in enumerate(bodies, 1):
-            try:
-                requests.append(self._enrollment(body))
-            except CoreError as exc:
-                raise InvalidInput(f"row {n}: {exc}") from None
+    async def enroll_many(self, requests: list[EnrollPatient], actor: str = "import") -> list[str]:
+        """Bulk import (a clinic moving its patients): every row is validated first (by the
+        caller, building the commands), then all are enrolled in one transaction, so a bad row
+        leaves nothing half-written. Patients already enrolled are skipped, which makes a re-run
+        of the same file harmless."""
         now = self.clock()
 
         def job(repo: Repositories) -> list[str]:
@@ -127,23 +77,22 @@ class ClinicService:
                     continue
                 except EventNotAllowed as exc:
                     raise Conflict(f"row {n}: {exc}") from None
-                outcome.append(self._view(repo, req[0])["action"])
+                outcome.append(self._view(repo, req.patient)["action"])
             return outcome
 
-        result = await self.store.write(job, locks=(r[0] for r in requests))
+        result = await self.store.write(job, locks=(r.patient for r in requests))
         self.on_alerts()
         return result
 
-    async def enroll(self, body: dict[str, Any], actor: str = "api") -> dict[str, Any]:
-        request = self._enrollment(body)
+    async def enroll(self, cmd: EnrollPatient, actor: str = "api") -> dict[str, Any]:
         now = self.clock()
 
         def job(repo: Repositories) -> dict[str, Any]:
-            self._enroll_in(repo, request, actor, now)
-            return self._view(repo, request[0])
+            self._enroll_in(repo, cmd, actor, now)
+            return self._view(repo, cmd.patient)
 
         try:
-            view = await self.store.write(job, locks=(request[0],))
+            view = await self.store.write(job, locks=(cmd.patient,))
         except EventNotAllowed as exc:
             raise Conflict(str(exc)) from None
         self.on_alerts()
@@ -151,21 +100,9 @@ class ClinicService:
 
     # ------------------------------------------------------------ prescriber events
 
-    async def record_event(self, key: PatientKey, body: dict[str, Any], actor: str = "api") -> dict[str, Any]:
-        etype = _text(body, "type", required=True)
-        if etype not in CLINICAL_EVENT_TYPES:
-            raise InvalidInput(f"type must be one of {', '.join(sorted(CLINICAL_EVENT_TYPES))}")
-        on = parse_date(body.get("on"), "on")
-        temp = None
-        if etype == "fever":
-            try:
-                temp = Decimal(str(body.get("temperature_c")))
-            except InvalidOperation:
-                raise InvalidInput("a fever event needs temperature_c (a number)") from None
-        by = _text(body, "by", required=etype in ("rechallenge", "override"))
-        rationale = _text(body, "rationale", required=etype in ("rechallenge", "override"), limit=2000)
-        event_id = _text(body, "event_id") or uuid.uuid4().hex
-        event = ClinicalEvent(key=f"event:{event_id}", type=etype, on=on, by=by, rationale=rationale, abrupt=bool(body.get("abrupt", True)), temperature_c=temp)
+    async def record_event(self, key: PatientKey, cmd: RecordEvent, actor: str = "api") -> dict[str, Any]:
+        etype, on, by, event_id = cmd.type, cmd.on, cmd.by, cmd.event_id
+        event = ClinicalEvent(key=f"event:{event_id}", type=etype, on=on, by=by, rationale=cmd.rationale, abrupt=cmd.abrupt, temperature_c=cmd.temperature_c)
         now = self.clock()
 
         def job(repo: Repositories) -> dict[str, Any]:

@@ -158,6 +158,10 @@ class Store:
                 command.stamp(cfg, "0001")
             command.upgrade(cfg, "head")
 
+    def revision(self) -> str | None:
+        """The schema revision the database is at (``db upgrade`` prints it)."""
+        return self.read(lambda c: c.execute(text("SELECT version_num FROM alembic_version")).scalar())
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="rems-store-writer", daemon=True)

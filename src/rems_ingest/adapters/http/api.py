@@ -14,7 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rems_ingest.core.errors import InvalidInput
 from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
-from rems_ingest.service.clinic import ClinicService, Conflict, NotFound, parse_date
+from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
+from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,13 +53,13 @@ def build_app(clinic: ClinicService, ready: Callable[[], dict[str, Any]], reload
         return PatientKey(request.match_info["id"], request.query.get("authority", ""))
 
     async def enroll(request: web.Request) -> web.Response:
-        return web.json_response(await clinic.enroll(await _body(request)), status=201)
+        return web.json_response(await clinic.enroll(EnrollPatient.from_mapping(await _body(request))), status=201)
 
     async def status(request: web.Request) -> web.Response:
         return web.json_response(await clinic.status(key(request)))
 
     async def event(request: web.Request) -> web.Response:
-        return web.json_response(await clinic.record_event(key(request), await _body(request)), status=201)
+        return web.json_response(await clinic.record_event(key(request), RecordEvent.from_mapping(await _body(request))), status=201)
 
     async def dispense_check(request: web.Request) -> web.Response:
         on = parse_date(request.query["on"], "on") if "on" in request.query else None

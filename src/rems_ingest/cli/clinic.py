@@ -1,0 +1,136 @@
+"""Clinic commands, run against the store directly: enroll, event, dispense-check, status,
+sweep-overdue, import-patients. Options become the same typed commands the HTTP API builds."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from rems_ingest.cli._common import cli, fail, run_clinic, services
+from rems_ingest.core.errors import CoreError, InvalidInput
+from rems_ingest.core.model import CLINICAL_EVENT_TYPES, Frequency, PatientKey, Population
+from rems_ingest.service.clinic import Conflict
+from rems_ingest.service.commands import EnrollPatient, RecordEvent
+
+_FREQUENCIES = ["weekly", "every_2_weeks", "monthly"]
+T = TypeVar("T")
+
+
+def _decimal(value: float | None) -> Decimal | None:
+    return Decimal(str(value)) if value is not None else None
+
+
+def _command(build: Callable[..., T], *args: Any) -> T:
+    """A typed command from options, or one line and exit 2 when the request is not valid."""
+    try:
+        return build(*args)
+    except InvalidInput as exc:
+        fail(str(exc))
+
+
+@cli.command()
+@click.argument("patient_id")
+@click.option("--authority", default="", help="PID-3 assigning authority (CX.4).")
+@click.option("--population", type=click.Choice(["general", "ben"]), required=True)
+@click.option("--therapy-start", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--baseline-anc", type=float, help="BEN only: established baseline (cells/uL).")
+@click.option("--monitoring-frequency", type=click.Choice(_FREQUENCIES), help="Patient moved from an existing clinic.")
+@click.option("--prescriber", default="")
+@click.option("--pharmacy", default="")
+@click.pass_context
+def enroll(ctx: click.Context, patient_id: str, authority: str, population: str, therapy_start: datetime, baseline_anc: float | None, monitoring_frequency: str | None, prescriber: str, pharmacy: str) -> None:
+    """Enroll a patient (baseline rules use ANCs already received)."""
+    freq = Frequency(monitoring_frequency) if monitoring_frequency else None
+    cmd = _command(EnrollPatient, PatientKey(patient_id, authority), Population(population), therapy_start.date(), _decimal(baseline_anc), freq, prescriber, pharmacy)
+    run_clinic(ctx, lambda c: c.enroll(cmd, actor="cli"))
+
+
+@cli.command()
+@click.argument("patient_id")
+@click.argument("type_", metavar="TYPE", type=click.Choice(sorted(CLINICAL_EVENT_TYPES)))
+@click.option("--authority", default="")
+@click.option("--on", "on", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--by", default="", help="Prescriber id (required for rechallenge/override).")
+@click.option("--rationale", default="")
+@click.option("--temperature-c", type=float)
+@click.option("--planned", is_flag=True, help="discontinue: a planned stop (taper), not an abrupt one.")
+@click.pass_context
+def event(ctx: click.Context, patient_id: str, type_: str, authority: str, on: datetime, by: str, rationale: str, temperature_c: float | None, planned: bool) -> None:
+    """Record a prescriber or clinical event."""
+    cmd = _command(RecordEvent, type_, on.date(), by, rationale, not planned, _decimal(temperature_c))
+    run_clinic(ctx, lambda c: c.record_event(PatientKey(patient_id, authority), cmd, actor="cli"))
+
+
+@cli.command("dispense-check")
+@click.argument("patient_id")
+@click.option("--authority", default="")
+@click.option("--on", "on", type=click.DateTime(["%Y-%m-%d"]), help="Dispense date (default today).")
+@click.pass_context
+def dispense_check(ctx: click.Context, patient_id: str, authority: str, on: datetime | None) -> None:
+    """May clozapine be dispensed? Any doubt means no, with the reason."""
+    run_clinic(ctx, lambda c: c.dispense_check(PatientKey(patient_id, authority), on.date() if on else None))
+
+
+@cli.command()
+@click.argument("patient_id")
+@click.option("--authority", default="")
+@click.pass_context
+def status(ctx: click.Context, patient_id: str, authority: str) -> None:
+    """A patient's state, category, frequency, next due date and recent history."""
+    run_clinic(ctx, lambda c: c.status(PatientKey(patient_id, authority)))
+
+
+@cli.command("sweep-overdue")
+@click.option("--now", "now", help="ISO date-time with offset (default: now).")
+@click.pass_context
+def sweep_overdue(ctx: click.Context, now: str | None) -> None:
+    """Raise lab.overdue for patients whose ANC is past due (idempotent)."""
+    when = None
+    if now:
+        try:
+            when = datetime.fromisoformat(now)
+        except ValueError:
+            fail(f"--now {now!r} is not an ISO date-time")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    run_clinic(ctx, lambda c: c.sweep_overdue(when))
+
+
+@cli.command("import-patients")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER", help="Who imports (audited).")
+@click.pass_context
+def import_patients(ctx: click.Context, file: Path, actor: str) -> None:
+    """Enroll the patients of an existing clozapine clinic from a CSV with a header row:
+    id,authority,population,therapy_start[,baseline_anc,monitoring_frequency,prescriber_id,pharmacy_id].
+    All rows or none; patients already enrolled are skipped, so a re-run is harmless."""
+    with open(file, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
+        missing = {"id", "population", "therapy_start"} - set(reader.fieldnames or ())
+        if missing:
+            raise click.UsageError(f"{file}: header lacks {', '.join(sorted(missing))}")
+        rows = [{k: (v.strip() if isinstance(v, str) else v) or None for k, v in r.items() if k} for r in reader]
+    built = services(ctx)
+    commands: list[EnrollPatient] = []
+    try:
+        for n, row in enumerate(rows, 1):
+            try:
+                commands.append(EnrollPatient.from_mapping(row))
+            except CoreError as exc:
+                fail(f"{file}: row {n}: {exc}; nothing was imported")
+        outcome = asyncio.run(built.clinic.enroll_many(commands, actor=actor))
+    except (Conflict, CoreError) as exc:
+        fail(f"{file}: {exc}; nothing was imported")
+    finally:
+        built.store.close()
+    for cmd, what in zip(commands, outcome, strict=True):
+        click.echo(f"{cmd.patient.id} ({cmd.patient.authority or 'no authority'}): {what}")
+    click.echo(f"{sum(1 for o in outcome if not o.startswith('already'))} enrolled, {sum(1 for o in outcome if o.startswith('already'))} already enrolled")
