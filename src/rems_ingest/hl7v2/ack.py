@@ -72,41 +72,48 @@ def build_ack(
     builds the enhanced-mode application acknowledgement (AA/AE/AR) instead.
     """
     d = header.delimiters if header else Delimiters()
-    fs, cs = d.field, d.component
-    enc = f"{d.component}{d.repetition}{d.escape}{d.subcomponent}"
     if header and header.enhanced and commit:
         code = commit_code(code)
     version = header.version if header and header.version else "2.5.1"
-    trigger = header.trigger if header and header.trigger else "R01"
-    msg_type = f"ACK{cs}{trigger}" if version.startswith("2.3") else f"ACK{cs}{trigger}{cs}ACK"
-    msh = [
-        "MSH",
-        enc,
-        header.receiving_app if header and header.receiving_app else application,
-        header.receiving_facility if header and header.receiving_facility else facility,
-        header.sending_app if header else "",
-        header.sending_facility if header else "",
-        _ts(now),
-        "",
-        msg_type,
-        control_id,
-        header.processing_id if header and header.processing_id else "P",
-        version,
-    ]
-    segs = [fs.join(msh)]
+    segs = [_msh(header, d, version, control_id, now, application, facility)]
     msa = ["MSA", code, header.control_id if header else ""]
     if text:
         msa.append(escape(text, d))
-    segs.append(fs.join(msa))
+    segs.append(d.field.join(msa))
     modern = version not in ("2.3", "2.3.1", "2.4")
-    for e in errors:
-        table = f"{e.code}{cs}{escape(e.text, d)}{cs}HL70357"
-        if modern:
-            err = ["ERR", "", e.location.replace("^", cs), table, e.severity, "", "", "", escape(e.message, d)]
-        else:
-            loc = e.location.split("^") + ["", "", ""]
-            sub = d.subcomponent
-            eld = cs.join(loc[:3] + [f"{e.code}{sub}{escape(e.text, d)}{sub}HL70357"])
-            err = ["ERR", eld]
-        segs.append(fs.join(err).rstrip(fs))
+    segs += [_err(e, d, modern) for e in errors]
     return "\r".join(segs) + "\r"
+
+
+def _msh(header: Header | None, d: Delimiters, version: str, control_id: str, now: datetime, application: str, facility: str) -> str:
+    """The ACK's MSH: sender and receiver swapped, the sender's version and processing id."""
+    cs = d.component
+    trigger = header.trigger if header and header.trigger else "R01"
+    msg_type = f"ACK{cs}{trigger}" if version.startswith("2.3") else f"ACK{cs}{trigger}{cs}ACK"
+    if header is None:
+        sender = (application, facility, "", "", "P")
+    else:
+        sender = (
+            header.receiving_app or application,
+            header.receiving_facility or facility,
+            header.sending_app,
+            header.sending_facility,
+            header.processing_id or "P",
+        )
+    enc = f"{d.component}{d.repetition}{d.escape}{d.subcomponent}"
+    msh = ["MSH", enc, *sender[:4], _ts(now), "", msg_type, control_id, sender[4], version]
+    return d.field.join(msh)
+
+
+def _err(e: ErrDetail, d: Delimiters, modern: bool) -> str:
+    """ERR in the v2.5 layout (location, code, severity, text), or the v2.3/2.4 ERR-1."""
+    cs = d.component
+    if modern:
+        table = f"{e.code}{cs}{escape(e.text, d)}{cs}HL70357"
+        err = ["ERR", "", e.location.replace("^", cs), table, e.severity, "", "", "", escape(e.message, d)]
+    else:
+        loc = e.location.split("^") + ["", "", ""]
+        sub = d.subcomponent
+        eld = cs.join(loc[:3] + [f"{e.code}{sub}{escape(e.text, d)}{sub}HL70357"])
+        err = ["ERR", eld]
+    return d.field.join(err).rstrip(d.field)

@@ -150,24 +150,10 @@ class OrderReader:
         self.by_role: dict[Role, list[ObxRow]] = {}
 
     def read(self) -> None:
+        rows = self._usable_rows()
+        if rows is None:
+            return
         g = self.g
-        rows = [r for r in g.rows if r.role is not Role.NOT_BLOOD]
-        if not rows:
-            return
-        if g.patient is None:
-            self.issues.append(Issue(None, 101, "PID^1^3", f"{g.patient_issue}: results not attached to any patient"))
-            return
-        check_limits(g)
-        if not any(r.role in _NEUTROPHIL_ROLES for r in rows):
-            # a blood count (WBC or a differential, or a CBC order) whose ANC we could not read:
-            # tell the lab in the ACK rather than file it silently (issue #13)
-            if g.blood_count_order or any(r.role in _BLOOD_COUNT_ROLES for r in rows):
-                self.issues.append(anc_not_read(g))
-            return
-        for r in rows:
-            if r.role in _DERIVING_ROLES and label_disagrees(r.label):
-                self.issues.append(Issue(g.patient, 103, f"OBX^{r.index}^3", f"code {r.code} is a neutrophil code but its label names another cell type"))
-        rows = [r for r in rows if not (r.role in _DERIVING_ROLES and label_disagrees(r.label))]
         self.observed = parse_ts(g.obr_time) or parse_ts(self.message_time)
         self.filler = g.filler or f"{self.control_id}/{g.obr_index}"
         if len(self.filler) > MAX_ID_CHARS + 8:
@@ -180,6 +166,27 @@ class OrderReader:
             self._from_segs_and_bands()
         else:
             self._from_percentage()
+
+    def _usable_rows(self) -> list[ObxRow] | None:
+        """The blood rows an ANC may be read from; an issue for each reason one cannot be."""
+        g = self.g
+        rows = [r for r in g.rows if r.role is not Role.NOT_BLOOD]
+        if not rows:
+            return None
+        if g.patient is None:
+            self.issues.append(Issue(None, 101, "PID^1^3", f"{g.patient_issue}: results not attached to any patient"))
+            return None
+        check_limits(g)
+        if not any(r.role in _NEUTROPHIL_ROLES for r in rows):
+            # a blood count (WBC or a differential, or a CBC order) whose ANC we could not read:
+            # tell the lab in the ACK rather than file it silently (issue #13)
+            if g.blood_count_order or any(r.role in _BLOOD_COUNT_ROLES for r in rows):
+                self.issues.append(anc_not_read(g))
+            return None
+        mislabelled = [r for r in rows if r.role in _DERIVING_ROLES and label_disagrees(r.label)]
+        for r in mislabelled:
+            self.issues.append(Issue(g.patient, 103, f"OBX^{r.index}^3", f"code {r.code} is a neutrophil code but its label names another cell type"))
+        return [r for r in rows if r not in mislabelled]
 
     # ------------------------------------------------------------ the three ways to an ANC
 

@@ -25,6 +25,7 @@ from rems_ingest.hl7v2.ack import ErrDetail, build_ack, commit_code, wants
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.errors import ReadFailed, StoreUnavailable, TooLarge
 from rems_ingest.hl7v2.extract import Header
+from rems_ingest.hl7v2.order import Observation
 from rems_ingest.hl7v2.parse import ParsedMessage, _header_only, parse_frame
 from rems_ingest.observability import metrics
 from rems_ingest.service import ports
@@ -77,6 +78,9 @@ def dedupe_key(h: Header, text: str) -> str:
         fields[6] = ""
     content = hashlib.sha256((h.delimiters.field.join(fields) + "\r" + rest).encode("utf-8", "surrogateescape")).hexdigest()
     return hashlib.sha256(f"{h.sending_app}\x1f{h.sending_facility}\x1f{h.control_id}\x1f{content}".encode()).hexdigest()
+
+
+_Quality = tuple[PatientKey | None, int, str, str, bool]  # patient, HL7 0357 code, location, reason, enrolled only
 
 
 @dataclass
@@ -153,32 +157,7 @@ class IngestService:
     async def _answer(self, m: ParsedMessage, now: datetime, started: float) -> tuple[str | None, str | None]:
         """(the ACK or enhanced-mode commit ACK if MSH-15 wants one, the application ACK if MSH-16 does)."""
         h = m.header
-        if m.error is not None:
-            e = m.error
-            result = IngestResult(e.ack_code, [dict(code=e.err_code, text=e.err_text, location=e.location, severity="E", message=e.text)])
-            if h is not None and m.text and e.ack_code == "AR":
-                if isinstance(e, ReadFailed):  # a defect, not the message: the operator must hear it
-                    metrics.PERMANENT_FAILURES.inc()
-                    log.error("hl7_message_rejected", control_id=h.control_id, error=e.text)
-                result = await self._keep_rejected(m, now, result)
-        else:
-            assert m.extraction is not None and h is not None
-            try:
-                result = await self.store.write(lambda repo: self._ingest(repo, m, now), locks=(o.patient for o in m.extraction.observations))
-            except Exception as exc:  # noqa: BLE001 - never AA without a commit
-                if is_transient(exc):  # AE: the same message can succeed once the store is back
-                    metrics.STORE_FAILURES.inc()
-                    log.error("hl7_store_failed", control_id=h.control_id, error=type(exc).__name__)
-                    err = StoreUnavailable("message could not be stored; resend later")
-                    result = IngestResult(err.ack_code)
-                    result.errors = [dict(code=err.err_code, text=err.err_text, location="", severity="E", message=err.text)]
-                else:  # this message can never be stored as it is: AR, kept as REJECTED for a replay
-                    metrics.PERMANENT_FAILURES.inc()
-                    log.error("hl7_message_rejected", control_id=h.control_id, error=type(exc).__name__)
-                    reason = f"message could not be processed ({type(exc).__name__}); kept for replay"
-                    result = await self._keep_rejected(m, now, IngestResult("AR", [dict(code=207, text=_ERR_TEXT[207], location="", severity="E", message=reason)]))
-            if result.alerts and not result.duplicate:
-                self.on_alerts()
+        result = await (self._refused(m, now) if m.error is not None else self._stored(m, now))
         code = result.ack_code
         errors = [ErrDetail(**x) for x in result.errors]
         text = "; ".join(x.message for x in errors if x.severity == "E")
@@ -207,6 +186,40 @@ class IngestService:
             latency_ms=round(latency * 1000, 3),
         )
         return ack, app_ack
+
+    async def _refused(self, m: ParsedMessage, now: datetime) -> IngestResult:
+        """A message the parser refused: its NAK, kept as REJECTED when it is AR and readable."""
+        h, e = m.header, m.error
+        assert e is not None
+        result = IngestResult(e.ack_code, [dict(code=e.err_code, text=e.err_text, location=e.location, severity="E", message=e.text)])
+        if h is not None and m.text and e.ack_code == "AR":
+            if isinstance(e, ReadFailed):  # a defect, not the message: the operator must hear it
+                metrics.PERMANENT_FAILURES.inc()
+                log.error("hl7_message_rejected", control_id=h.control_id, error=e.text)
+            result = await self._keep_rejected(m, now, result)
+        return result
+
+    async def _stored(self, m: ParsedMessage, now: datetime) -> IngestResult:
+        """Store and apply a parsed message; AA only after the commit. A store that is away is
+        AE (a resend can succeed); anything a resend cannot fix is AR, kept for a replay."""
+        h = m.header
+        assert m.extraction is not None and h is not None
+        try:
+            result = await self.store.write(lambda repo: self._ingest(repo, m, now), locks=(o.patient for o in m.extraction.observations))
+        except Exception as exc:  # noqa: BLE001 - never AA without a commit
+            if is_transient(exc):  # AE: the same message can succeed once the store is back
+                metrics.STORE_FAILURES.inc()
+                log.error("hl7_store_failed", control_id=h.control_id, error=type(exc).__name__)
+                err = StoreUnavailable("message could not be stored; resend later")
+                return IngestResult(err.ack_code, [dict(code=err.err_code, text=err.err_text, location="", severity="E", message=err.text)])
+            # this message can never be stored as it is: AR, kept as REJECTED for a replay
+            metrics.PERMANENT_FAILURES.inc()
+            log.error("hl7_message_rejected", control_id=h.control_id, error=type(exc).__name__)
+            reason = f"message could not be processed ({type(exc).__name__}); kept for replay"
+            return await self._keep_rejected(m, now, IngestResult("AR", [dict(code=207, text=_ERR_TEXT[207], location="", severity="E", message=reason)]))
+        if result.alerts and not result.duplicate:
+            self.on_alerts()
+        return result
 
     async def _keep_rejected(self, m: ParsedMessage, now: datetime, result: IngestResult) -> IngestResult:
         """Store a message answered AR as REJECTED with its reason: it is never lost, a replay
@@ -255,46 +268,63 @@ class IngestService:
         policy = self.policy()
         obs_rows: list[dict[str, Any]] = []
         cause = {"sending_facility": h.sending_facility, "sending_application": h.sending_app, "message_control_id": h.control_id}
-        errors: list[dict[str, Any]] = []
         alerts = 0
         refs: list[str] = []
-        quality: list[tuple[PatientKey | None, int, str, str, bool]] = [(i.patient, i.code, i.location, i.reason, i.enrolled_only) for i in ex.issues]
+        quality: list[_Quality] = [(i.patient, i.code, i.location, i.reason, i.enrolled_only) for i in ex.issues]
         events = sorted(
             ((o, AncResult(o.result_key, o.anc, o.observed_at, o.status, o.censored, o.derived, o.wbc)) for o in ex.observations),
             key=lambda pair: event_sort_key(pair[1]),
         )
         for obs, event in events:
-            row = repo.patient(obs.patient, create=True, lock=True, now=now.isoformat())
-            assert row is not None
-            on_therapy = row.state.therapy_start if row.state.enrolled and row.state.phase is not Phase.PRE else None
-            implausible = implausible_draw_time(obs.observed_at, received, self.time_limits, on_therapy, policy.baseline_window_days)
-            if implausible is not None:
-                quality.append((obs.patient, 102, "OBX^14", implausible, False))
-                metrics.count(metrics.OBSERVATIONS, "rejected")
-                continue
-            obs_rows.append(dict(
-                patient_pk=row.pk,
-                result_key=obs.result_key[:400],
-                anc_per_ul=str(obs.anc),
-                status=obs.status.value,
-                observed_at=obs.observed_at.isoformat(),
-                code=obs.code[:80],
-                code_system=obs.code_system[:40],
-                original_value=obs.original_value[:80],
-                original_unit=obs.original_unit[:80],
-                derived=obs.derived,
-                censored=obs.censored,
-            ))
-            try:
-                applied = apply_event(repo, policy, obs.patient, event, cause=cause, now=now, row=row)
-            except CoreError as exc:
-                quality.append((obs.patient, 102, "OBX", str(exc), False))
-                metrics.count(metrics.OBSERVATIONS, "rejected")
-                continue
-            # results for patients nobody enrolled are kept (as possible baselines) and counted
-            metrics.count(metrics.OBSERVATIONS, "stored" if applied.state.enrolled else "stored_not_enrolled")
-            alerts += len(applied.alerts)
-            refs.append(patient_ref(obs.patient))
+            raised = self._apply_result(repo, policy, obs, event, cause, now, received, obs_rows, quality)
+            if raised is not None:
+                alerts += raised
+                refs.append(patient_ref(obs.patient))
+        errors, dq_alerts = self._report_quality(repo, policy, quality, dkey, cause, now)
+        alerts += dq_alerts
+        return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs), obs_rows
+
+    def _apply_result(
+        self, repo: Repositories, policy: RulesPolicy, obs: Observation, event: AncResult, cause: dict[str, str], now: datetime, received: datetime, obs_rows: list[dict[str, Any]], quality: list[_Quality]
+    ) -> int | None:
+        """One observation through the rules; the number of alerts it raised, or None (with a
+        data-quality entry) when it was not applied."""
+        row = repo.patient(obs.patient, create=True, lock=True, now=now.isoformat())
+        assert row is not None
+        on_therapy = row.state.therapy_start if row.state.enrolled and row.state.phase is not Phase.PRE else None
+        implausible = implausible_draw_time(obs.observed_at, received, self.time_limits, on_therapy, policy.baseline_window_days)
+        if implausible is not None:
+            quality.append((obs.patient, 102, "OBX^14", implausible, False))
+            metrics.count(metrics.OBSERVATIONS, "rejected")
+            return None
+        obs_rows.append(dict(
+            patient_pk=row.pk,
+            result_key=obs.result_key[:400],
+            anc_per_ul=str(obs.anc),
+            status=obs.status.value,
+            observed_at=obs.observed_at.isoformat(),
+            code=obs.code[:80],
+            code_system=obs.code_system[:40],
+            original_value=obs.original_value[:80],
+            original_unit=obs.original_unit[:80],
+            derived=obs.derived,
+            censored=obs.censored,
+        ))
+        try:
+            applied = apply_event(repo, policy, obs.patient, event, cause=cause, now=now, row=row)
+        except CoreError as exc:
+            quality.append((obs.patient, 102, "OBX", str(exc), False))
+            metrics.count(metrics.OBSERVATIONS, "rejected")
+            return None
+        # results for patients nobody enrolled are kept (as possible baselines) and counted
+        metrics.count(metrics.OBSERVATIONS, "stored" if applied.state.enrolled else "stored_not_enrolled")
+        return len(applied.alerts)
+
+    def _report_quality(self, repo: Repositories, policy: RulesPolicy, quality: list[_Quality], dkey: str, cause: dict[str, str], now: datetime) -> tuple[list[dict[str, Any]], int]:
+        """ERR (severity W) for the lab on every problem; a data.quality alert for those about
+        an enrolled patient (or any patient, unless the problem is for enrolled ones only)."""
+        errors: list[dict[str, Any]] = []
+        alerts = 0
         for n, (pkey, code, location, reason, enrolled_only) in enumerate(quality):
             metrics.count(metrics.OBSERVATIONS, "data_quality")
             row = repo.patient(pkey, create=False, lock=False) if pkey else None
@@ -304,4 +334,4 @@ class IngestService:
             alert = Alert(AlertKind.DATA_QUALITY, f"dq:{dkey[:24]}:{n}", now.date(), Severity.NORMAL, reason, (("hl7_error_code", str(code)), ("location", location)))
             repo.add_alerts([outbox_entry(pkey or PatientKey(""), row.pk if row else None, alert, row.state if row else None, row.version if row else 0, cause, policy, now)])
             alerts += 1
-        return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs), obs_rows
+        return errors, alerts

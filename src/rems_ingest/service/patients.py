@@ -66,66 +66,80 @@ def apply_event(
     assert row is not None
     skey = sort_key_text(event)
     removal = isinstance(event, AncResult) and event.status in (ResultStatus.DELETED, ResultStatus.WRONG)
-    new_alerts: list[Alert] = []
     # fast path: a new event that sorts after everything stored (one INSERT decides)
     if not removal and skey >= row.last_sort_key and repo.add_event(row.pk, event, stamp):
-        decision = rules.step(policy, row.state, event)
-        new_state = decision.state
-        new_alerts = list(decision.alerts)
-        explanation = decision.explanation
-        action, frequency = decision.action, decision.frequency
-        last = skey
+        d = rules.step(policy, row.state, event)
+        outcome = _Outcome(d.state, list(d.alerts), d.explanation, d.action, d.frequency.value, skey)
     else:
-        if repo.event(row.pk, event.key) == event:
-            return Applied(row, row.state, row.version, [], False, "duplicate event: nothing changed")
-        history = repo.events(row.pk)
-        merged, changed = merge(history, event)
-        if not changed:
-            return Applied(row, row.state, row.version, [], False, "nothing to change")
-        folded = rules.fold(policy, merged)
-        ordered = sorted(merged, key=event_sort_key)
-        if strict and event in ordered:
-            d = folded.decisions[ordered.index(event)]
-            if d.explanation.startswith("ignored:"):
-                raise EventNotAllowed(d.explanation.removeprefix("ignored: "))
-        before = repo.active_alerts(row.pk)
-        withdrawn, new_alerts = rules.diff_alerts([a for _, a in before], folded.alerts)
-        ids = {a.identity: i for i, a in before}
-        repo.withdraw([ids[w.identity] for w in withdrawn])
-        new_alerts += [rules.withdrawal_notice(w, ids[w.identity], event.on) for w in withdrawn]
-        new_alerts += rules.pharmacy_after_refold(policy, row.state, folded.state, new_alerts, event)
-        new_state = folded.state
-        explanation = "history re-folded"
-        action, frequency = new_state.action, new_state.frequency
-        if removal:
-            repo.delete_event(row.pk, event.key)
-        else:
-            repo.put_event(row.pk, event, stamp)
-        last = max((sort_key_text(e) for e in merged), default="")
+        refolded = _refold(repo, policy, row, event, stamp, strict, removal)
+        if isinstance(refolded, Applied):
+            return refolded
+        outcome = refolded
     version = row.version + 1
+    new_state = outcome.state
     if not new_state.enrolled and version % UNENROLLED_KEEP == 0:
         # keep only what a later enrollment needs: the most recent results (bounded growth)
         repo.prune_events(row.pk, UNENROLLED_KEEP)
     new_state = evolve(new_state, version=version)
-    rows = [outbox_entry(key, row.pk, a, new_state, version, cause, policy, now) for a in new_alerts]
+    rows = [outbox_entry(key, row.pk, a, new_state, version, cause, policy, now) for a in outcome.alerts]
     repo.add_alerts(rows)
-    repo.save_patient(row.pk, new_state, version, last, stamp, **(extra or {}))
+    repo.save_patient(row.pk, new_state, version, outcome.last_sort_key, stamp, **(extra or {}))
     alert_ids = [r.alert_id for r in rows]
     if new_state.enrolled or row.state.enrolled:  # the audit trail of every decision (issue #4)
         repo.audit_decision(stamp, row.pk, {
             "event": event.key[:200],
             "type": type(event).__name__,
             "category": new_state.latest.category.value if new_state.latest else None,
-            "action": action,
+            "action": outcome.action,
             "treatment": new_state.treatment.value,
-            "frequency": frequency.value,
+            "frequency": outcome.frequency,
             "next_due": new_state.next_due,
-            "why": explanation,
+            "why": outcome.explanation,
             "rules_profile": policy.label,
             "state_version": version,
             "alerts": alert_ids,
         })
-    return Applied(row, new_state, version, alert_ids, True, explanation, [r.kind for r in rows])
+    return Applied(row, new_state, version, alert_ids, True, outcome.explanation, [r.kind for r in rows])
+
+
+@dataclass
+class _Outcome:
+    state: PatientState
+    alerts: list[Alert]
+    explanation: str
+    action: str
+    frequency: str
+    last_sort_key: str
+
+
+def _refold(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Event, stamp: str, strict: bool, removal: bool) -> _Outcome | Applied:
+    """A correction, a deletion, a late result or a back-dated event: fold the merged history
+    again and withdraw (with ``alert.superseded``) what it no longer justifies."""
+    if repo.event(row.pk, event.key) == event:
+        return Applied(row, row.state, row.version, [], False, "duplicate event: nothing changed")
+    history = repo.events(row.pk)
+    merged, changed = merge(history, event)
+    if not changed:
+        return Applied(row, row.state, row.version, [], False, "nothing to change")
+    folded = rules.fold(policy, merged)
+    ordered = sorted(merged, key=event_sort_key)
+    if strict and event in ordered:
+        d = folded.decisions[ordered.index(event)]
+        if d.explanation.startswith("ignored:"):
+            raise EventNotAllowed(d.explanation.removeprefix("ignored: "))
+    before = repo.active_alerts(row.pk)
+    withdrawn, new_alerts = rules.diff_alerts([a for _, a in before], folded.alerts)
+    ids = {a.identity: i for i, a in before}
+    repo.withdraw([ids[w.identity] for w in withdrawn])
+    new_alerts += [rules.withdrawal_notice(w, ids[w.identity], event.on) for w in withdrawn]
+    new_alerts += rules.pharmacy_after_refold(policy, row.state, folded.state, new_alerts, event)
+    new_state = folded.state
+    if removal:
+        repo.delete_event(row.pk, event.key)
+    else:
+        repo.put_event(row.pk, event, stamp)
+    last = max((sort_key_text(e) for e in merged), default="")
+    return _Outcome(new_state, new_alerts, "history re-folded", new_state.action, new_state.frequency.value, last)
 
 
 def tick(repo: Repositories, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[tuple[str, str]]:

@@ -158,6 +158,22 @@ class OutboxRelay:
             raise
 
     async def _drain(self) -> int:
+        await self._release_stale_claims()
+        now = self.clock()
+        lease = (now + timedelta(seconds=self.lease_seconds or self.publish_timeout)).isoformat()
+        rows = await self.store.claim(self.batch, now.isoformat(), lease, self.owner)
+        self.on_progress()
+        if not rows or time.monotonic() - self._backlog_at >= self.backlog_refresh:
+            await self._update_backlog()
+        if not rows:
+            return 0
+        results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
+        ok = [r.id for r, res in zip(rows, results, strict=True) if res is None]
+        failed = [(r, res) for r, res in zip(rows, results, strict=True) if res is not None]
+        await self._settle(ok, failed)
+        return len(ok)
+
+    async def _release_stale_claims(self) -> None:
         reconnects = self.store.reconnects
         if reconnects != self._store_reconnects:
             # the store lost its connection since the last batch: a published mark committed
@@ -168,29 +184,17 @@ class OutboxRelay:
             if stale:
                 log.info("relay_released_stale_claims", count=stale)
         self._release_own = False
-        now = self.clock()
-        lease = (now + timedelta(seconds=self.lease_seconds or self.publish_timeout)).isoformat()
-        rows = await self.store.claim(self.batch, now.isoformat(), lease, self.owner)
-        self.on_progress()
-        if not rows or time.monotonic() - self._backlog_at >= self.backlog_refresh:
-            await self._update_backlog()
-        if not rows:
-            return 0
-        results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
-        ok = [r.id for r, res in zip(rows, results) if res is None]
-        failed = [(r, res) for r, res in zip(rows, results) if res is not None]
-        now = self.clock()
 
-        def connection_lost(exc: BaseException) -> bool:
-            return isinstance(exc, RETRYABLE) and not isinstance(exc, (DeliveryError, PublishError))
-
-        # a lost connection says nothing about the alert: it goes again as soon as the broker is
-        # back; a return or nack is about this alert: it backs off
-        released = [r.id for r, exc in failed if connection_lost(exc)]
+    async def _settle(self, ok: list[int], failed: list[tuple[OutboxRow, BaseException]]) -> None:
+        """Mark what the broker confirmed; a lost connection says nothing about the alert, so it
+        goes again as soon as the broker is back; a return or nack is about this alert: it
+        backs off. Raises the first lost-connection error, after settling, to reconnect."""
+        now = self.clock()
+        released = [r.id for r, exc in failed if _connection_lost(exc)]
         backed_off = [
             (r.id, type(exc).__name__, (now + timedelta(seconds=min(self.max_backoff, 2 ** min(r.attempts, 12)))).isoformat())
             for r, exc in failed
-            if not connection_lost(exc)
+            if not _connection_lost(exc)
         ]
         await self.store.settle(ok, released, backed_off, now.isoformat())  # lost in an OS crash = published again, same id
         metrics.PUBLISHED.inc(len(ok))
@@ -201,10 +205,9 @@ class OutboxRelay:
             metrics.PUBLISH_FAILURES.labels(type(exc).__name__).inc()
         if failed:
             log.warning("relay_publish_failed", failed=len(failed), published=len(ok), error=type(failed[0][1]).__name__)
-            broken = [exc for _, exc in failed if connection_lost(exc)]
+            broken = [exc for _, exc in failed if _connection_lost(exc)]
             if broken:
                 raise broken[0]
-        return len(ok)
 
     async def _publish(self, row: OutboxRow) -> None:
         """One persistent, mandatory publish, answered by the broker's confirm. It goes straight
@@ -243,3 +246,7 @@ class OutboxRelay:
             metrics.OUTBOX_OLDEST_AGE.set(max(0.0, (self.clock() - datetime.fromisoformat(oldest)).total_seconds()))
         else:
             metrics.OUTBOX_OLDEST_AGE.set(0)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, RETRYABLE) and not isinstance(exc, (DeliveryError, PublishError))
