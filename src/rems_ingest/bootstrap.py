@@ -31,10 +31,11 @@ class Services:
     replay: ReplayService
 
 
-def build_services(s: Settings) -> Services:
-    """Construct everything; nothing is started, connected or migrated here."""
+def build_services(s: Settings, *, create_store: bool = True) -> Services:
+    """Construct everything; nothing is started, connected or migrated here. ``create_store``:
+    False for commands that must find an existing SQLite store (see adapters/db/store.Store)."""
     policy = PolicyHolder(s.rules.profile, s.rules.dispense_profile)
-    store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max)
+    store = Store(s.store.resolved_url(), group_max=s.store.group_commit_max, create=create_store)
     relay = OutboxRelay(
         StoreOutboxSource(store),
         s.amqp.resolved_url(),

@@ -23,8 +23,58 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = Path("config/rems-ingest.toml")
 
 
+class ConfigError(Exception):
+    """One line naming the setting that is wrong."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+
+_STORE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+_AMQP_SCHEMES = ("amqp", "amqps")
+
+
+def _secret_file(path: Path, setting: str) -> str:
+    """The first line of a ``*_file`` setting, or one line naming the setting and the file."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting} {path}: {exc.strerror or exc}") from None
+
+
+def check_store_url(url: str, setting: str = "store.url") -> str:
+    """A store URL this daemon can open: sqlite:///PATH or postgresql://..., driver installed.
+    A relative SQLite path is made absolute (against the working directory) once, here."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{setting} is not a database URL (expected sqlite:///PATH or postgresql://user@host/db)") from None
+    if parsed.drivername not in _STORE_SCHEMES:
+        raise ConfigError(f"{setting}: {parsed.drivername} is not supported (use sqlite:///PATH or postgresql://user@host/db)")
+    if parsed.drivername.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"{setting}: the PostgreSQL driver psycopg is not installed (pip install 'psycopg[binary]')") from None
+        return url
+    db = parsed.database or ""
+    if not db or db == ":memory:":
+        raise ConfigError(f"{setting}: an SQLite store needs a file path (sqlite:///var/rems-ingest.db), not memory")
+    return f"sqlite:///{Path(db).expanduser().absolute()}"
+
+
+def display_url(url: str) -> str:
+    """A store or broker URL with its password masked (a SQLite path is shown whole)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparseable URL is shown as a mask, never raw
+        return "**********"
 
 
 class StoreSettings(_Section):
@@ -34,8 +84,8 @@ class StoreSettings(_Section):
 
     def resolved_url(self) -> str:
         if self.url_file:
-            return self.url_file.read_text().strip()
-        return self.url.get_secret_value()
+            return check_store_url(_secret_file(self.url_file, "store.url_file"), "store.url_file")
+        return check_store_url(self.url.get_secret_value())
 
 
 class MllpSettings(_Section):
@@ -118,9 +168,10 @@ class AmqpSettings(_Section):
     ready_max_outbox_age_seconds: float = Field(300, gt=0)
 
     def resolved_url(self) -> str | None:
-        if self.url_file:
-            return self.url_file.read_text().strip()
-        return self.url.get_secret_value() if self.url else None
+        url = _secret_file(self.url_file, "amqp.url_file") if self.url_file else (self.url.get_secret_value() if self.url else None)
+        if url is not None and url.split("://", 1)[0].lower() not in _AMQP_SCHEMES:
+            raise ConfigError(f"amqp.{'url_file' if self.url_file else 'url'} is not a broker URL (expected amqp://user:password@host:5672/)")
+        return url
 
 
 class HttpSettings(_Section):
@@ -133,6 +184,16 @@ class RulesSettings(_Section):
     dispense_profile: str | None = None  # one of core.policy.DISPENSE_PROFILES (default: the profile's)
     timezone: str = "UTC"  # whose "today" the overdue sweep uses
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a time zone (e.g. UTC, Europe/London, America/New_York)") from None
+        return v
 
     @field_validator("dispense_profile")
     @classmethod
@@ -177,8 +238,26 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-class ConfigError(Exception):
-    """One line naming the setting that is wrong."""
+def check_settings(s: Settings) -> None:
+    """What start-up and ``check-config`` verify beyond the types: the store and broker URLs
+    (and their files) resolve, the TLS files load. Raises ConfigError naming the setting."""
+    import ssl
+
+    s.store.resolved_url()
+    s.amqp.resolved_url()
+    m = s.mllp
+    if bool(m.tls_cert) != bool(m.tls_key):
+        raise ConfigError("mllp.tls_cert and mllp.tls_key go together: set both or neither")
+    if m.tls_cert and m.tls_key:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(m.tls_cert), str(m.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mllp.tls_cert/tls_key ({m.tls_cert}, {m.tls_key}) do not load: {getattr(exc, 'strerror', None) or exc}") from None
+    if m.tls_client_ca:
+        try:
+            ssl.create_default_context(cafile=str(m.tls_client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mllp.tls_client_ca {m.tls_client_ca} does not load: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

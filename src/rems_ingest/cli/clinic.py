@@ -50,7 +50,7 @@ def enroll(ctx: click.Context, patient_id: str, authority: str, population: str,
     """Enroll a patient (baseline rules use ANCs already received)."""
     freq = Frequency(monitoring_frequency) if monitoring_frequency else None
     cmd = _command(EnrollPatient, PatientKey(patient_id, authority), Population(population), therapy_start.date(), _decimal(baseline_anc), freq, prescriber, pharmacy)
-    run_clinic(ctx, lambda c: c.enroll(cmd, actor="cli"))
+    run_clinic(ctx, lambda c: c.enroll(cmd, actor="cli"), create=True)
 
 
 @cli.command()
@@ -112,13 +112,16 @@ def import_patients(ctx: click.Context, file: Path, actor: str) -> None:
     """Enroll the patients of an existing clozapine clinic from a CSV with a header row:
     id,authority,population,therapy_start[,baseline_anc,monitoring_frequency,prescriber_id,pharmacy_id].
     All rows or none; patients already enrolled are skipped, so a re-run is harmless."""
-    with open(file, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
-        missing = {"id", "population", "therapy_start"} - set(reader.fieldnames or ())
-        if missing:
-            raise click.UsageError(f"{file}: header lacks {', '.join(sorted(missing))}")
-        rows = [{k: (v.strip() if isinstance(v, str) else v) or None for k, v in r.items() if k} for r in reader]
-    built = services(ctx)
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
+            missing = {"id", "population", "therapy_start"} - set(reader.fieldnames or ())
+            if missing:
+                raise click.UsageError(f"{file}: header lacks {', '.join(sorted(missing))}")
+            rows = [{k: (v.strip() if isinstance(v, str) else v) or None for k, v in r.items() if k} for r in reader]
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8 CSV") from None
+    built = services(ctx, create=True)
     commands: list[EnrollPatient] = []
     try:
         for n, row in enumerate(rows, 1):

@@ -27,7 +27,7 @@ from rems_ingest.observability.logging import configure
 @click.pass_context
 def serve(ctx: click.Context, mllp_port: int | None, http_port: int | None, store_url: str | None, amqp_url: str | None) -> None:
     """Run the daemon: MLLP listener, rules, store, outbox relay, HTTP API."""
-    s = settings(ctx)
+    s = settings(ctx, daemon=True)
     if mllp_port is not None:
         s.mllp.port = mllp_port
     if http_port is not None:
@@ -65,39 +65,72 @@ def validate(paths: tuple[Path, ...]) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=2575, show_default=True, type=int)
-@click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for each ACK.")
+@click.option("--port", default=2575, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True), help="Seconds to wait for each ACK.")
 @click.option("--tls-ca", type=click.Path(exists=True, path_type=Path), help="CA file: connect with TLS.")
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="Client certificate (mutual TLS).")
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path))
 def send(paths: tuple[Path, ...], host: str, port: int, timeout: float, tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None) -> None:
-    """Send HL7 files (or every *.hl7 in a folder) over MLLP and print each ACK."""
+    """Send HL7 files (or every *.hl7 in a folder) over MLLP and print each ACK. A file with no
+    answer is reported with the reason and the rest are still sent (on a new connection); a
+    summary line follows; exit 1 if any file was not accepted (AA/CA)."""
     files: list[Path] = []
     for p in paths:
         files += sorted(p.glob("*.hl7")) if p.is_dir() else [p]
+    if not files:
+        raise click.UsageError(f"no .hl7 files in {', '.join(str(p) for p in paths)}")
     ctx_ssl = None
     if tls_ca:
         ctx_ssl = ssl.create_default_context(cafile=str(tls_ca))
         if tls_cert:
             ctx_ssl.load_cert_chain(str(tls_cert), str(tls_key) if tls_key else None)
+    counts = asyncio.run(_send_files(files, host, port, timeout, ctx_ssl))
+    click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
+    sys.exit(0 if counts["sent"] == counts["accepted"] else 1)
 
-    async def go() -> int:
-        bad = 0
-        async with MllpClient(host, port, timeout=timeout, ssl_context=ctx_ssl) as c:
-            for f in files:
-                reply = await c.send(f.read_bytes())
-                text = reply.decode("latin-1")
-                msa = next((s for s in text.split("\r") if s.startswith("MSA")), "MSA|?")
-                code = msa.split("|")[1] if "|" in msa else "?"
-                bad += code not in ("AA", "CA")
-                click.echo(f"{f.name}: {code}  {text.strip().replace(chr(13), ' | ')}")
-        return bad
 
+async def _send_files(files: list[Path], host: str, port: int, timeout: float, ctx_ssl: ssl.SSLContext | None) -> dict[str, int]:
+    counts = {"sent": 0, "accepted": 0, "rejected (AE/AR)": 0, "no answer": 0}
+    client: MllpClient | None = None
+    show = click.progressbar(files, label="sending", file=sys.stderr) if len(files) > 50 and sys.stderr.isatty() else None
     try:
-        bad = asyncio.run(go())
-    except (OSError, TimeoutError) as exc:
-        fail(f"could not reach {host}:{port}: {exc}", 1)
-    sys.exit(1 if bad else 0)
+        for f in show or files:
+            payload = f.read_bytes()
+            counts["sent"] += 1
+            if not payload.strip():
+                counts["no answer"] += 1
+                click.echo(f"{f.name}: not sent: the file is empty")
+                continue
+            try:
+                if client is None:
+                    client = await MllpClient(host, port, timeout=timeout, ssl_context=ctx_ssl).__aenter__()
+                reply = await client.send(payload)
+            except (OSError, TimeoutError) as exc:
+                counts["no answer"] += 1
+                click.echo(f"{f.name}: no answer: {_why(exc, host, port, timeout, connected=client is not None)}")
+                if client is not None:
+                    await client.__aexit__(None, None, None)
+                    client = None
+                continue
+            text = reply.decode("latin-1")
+            msa = next((s for s in text.split("\r") if s.startswith("MSA")), "MSA|?")
+            code = msa.split("|")[1] if "|" in msa else "?"
+            counts["accepted" if code in ("AA", "CA") else "rejected (AE/AR)"] += 1
+            click.echo(f"{f.name}: {code}  {text.strip().replace(chr(13), ' | ')}")
+    finally:
+        if client is not None:
+            await client.__aexit__(None, None, None)
+    return counts
+
+
+def _why(exc: BaseException, host: str, port: int, timeout: float, *, connected: bool) -> str:
+    """A timeout, a refused connection and a connection closed mid-message are different faults."""
+    if isinstance(exc, TimeoutError):
+        return f"no ACK within {timeout:g} s" if connected else f"{host}:{port} did not accept a connection within {timeout:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{host}:{port} refused the connection (is the daemon listening there?)"
+    detail = exc.strerror or str(exc) or type(exc).__name__  # type: ignore[attr-defined]
+    return f"{'connection lost' if connected else f'could not connect to {host}:{port}'}: {detail}"
 
 
 @cli.command()

@@ -48,6 +48,8 @@ def simulate(file: Path, profile: str, population: str, therapy_start: datetime,
             rows = simulation.run(policy, simulation.read_script(csv.reader(fh), patient))
     except simulation.ScriptError as exc:
         raise click.UsageError(f"{file}:{exc.line}: {exc.reason}") from None
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8 CSV") from None
     if as_json:
         for r in rows:
             click.echo(json.dumps(r))

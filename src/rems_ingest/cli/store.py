@@ -4,15 +4,20 @@ check-config."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from datetime import UTC, datetime
 
+import aio_pika
 import click
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from rems_ingest import profiles
 from rems_ingest.adapters.db.store import Store, StoreError
 from rems_ingest.cli._common import cli, fail, services, settings
+from rems_ingest.config import display_url
 from rems_ingest.core.errors import CoreError
 from rems_ingest.service.retention import prune_raw_messages
 
@@ -63,7 +68,7 @@ def replay(ctx: click.Context, ids: tuple[int, ...], since: datetime | None, sta
 
 
 @cli.command()
-@click.option("--older-than", "older_than", required=True, type=click.IntRange(min=1), metavar="DAYS", help="Blank raw messages received more than DAYS days ago.")
+@click.option("--older-than", "older_than", required=True, type=click.IntRange(min=1, max=36500), metavar="DAYS", help="Blank raw messages received more than DAYS days ago.")
 @click.option("--dry-run", is_flag=True, help="Count what would be pruned and change nothing.")
 @click.option("--actor", **_ACTOR)  # type: ignore[arg-type]
 @click.pass_context
@@ -87,7 +92,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply pending schema migrations (the daemon also does this at start-up)."""
-    store = Store(settings(ctx).store.resolved_url())
+    store = Store(settings(ctx).store.resolved_url(), create=True)
     try:
         store.migrate()
         revision = store.revision()
@@ -99,12 +104,55 @@ def db_upgrade(ctx: click.Context) -> None:
 
 
 @cli.command("check-config")
+@click.option("--connect", is_flag=True, help="Also open the store and connect to the broker, and say which failed.")
 @click.pass_context
-def check_config(ctx: click.Context) -> None:
-    """Validate the configuration and print it with secrets masked."""
+def check_config(ctx: click.Context, connect: bool) -> None:
+    """Validate the configuration and print it: the store and broker URLs resolved (an SQLite
+    store as its absolute path), passwords masked."""
     s = settings(ctx)
     try:
         profiles.load(s.rules.profile, s.rules.dispense_profile)
     except CoreError as exc:
         fail(str(exc))
-    click.echo(s.model_dump_json(indent=2))
+    shown = json.loads(s.model_dump_json())
+    store_url, amqp_url = s.store.resolved_url(), s.amqp.resolved_url()
+    shown["store"]["url"] = display_url(store_url)
+    shown["amqp"]["url"] = display_url(amqp_url) if amqp_url else None
+    click.echo(json.dumps(shown, indent=2))
+    if connect:
+        failed = [what for what in (_try_store(store_url), _try_broker(amqp_url)) if what]
+        for line in failed:
+            click.echo(f"rems-ingest: error: {line}", err=True)
+        if failed:
+            sys.exit(1)
+
+
+def _try_store(url: str) -> str:
+    """'' when the store opens and answers, else one line saying why."""
+    try:
+        store = Store(url, create=False)
+        try:
+            store.read(lambda c: c.execute(text("SELECT 1")).scalar())
+        finally:
+            store.close()
+    except (StoreError, DBAPIError) as exc:
+        return f"store {display_url(url)}: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"
+    click.echo(f"store {display_url(url)}: reachable")
+    return ""
+
+
+def _try_broker(url: str | None) -> str:
+    if url is None:
+        click.echo("broker: none configured (alerts are held in the outbox)")
+        return ""
+
+    async def go() -> None:
+        connection = await aio_pika.connect(url, timeout=5)
+        await connection.close()
+
+    try:
+        asyncio.run(go())
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is reported, with its kind
+        return f"broker {display_url(url)}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no answer'}"
+    click.echo(f"broker {display_url(url)}: reachable")
+    return ""

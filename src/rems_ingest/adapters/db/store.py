@@ -73,9 +73,6 @@ def _sqlite_path(url: str) -> Path | None:
 
 def make_engine(url: str, *, writer: bool) -> Engine:
     if url.startswith("sqlite"):
-        path = _sqlite_path(url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=1 if writer else 4, max_overflow=1 if writer else 8)
 
         @event.listens_for(engine, "connect")
@@ -112,7 +109,15 @@ def _known_revisions(cfg: Any) -> set[str]:
 
 
 class Store:
-    def __init__(self, url: str, *, group_max: int = 256) -> None:
+    def __init__(self, url: str, *, group_max: int = 256, create: bool = True) -> None:
+        """``create``: a missing SQLite file (and its folder) may be created. Commands that only
+        read or act on stored patients pass False, so a wrong path or working directory is an
+        error naming the file, never a new empty store that answers "not known"."""
+        path = _sqlite_path(url)
+        if path is not None and not path.exists():
+            if not create:
+                raise StoreError(f"no store at {path} (store.url): nothing has been stored there; check the path, or create it with 'rems-ingest db upgrade'")
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self.group_max = group_max
