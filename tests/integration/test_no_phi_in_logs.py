@@ -57,3 +57,32 @@ def test_no_fixture_puts_a_name_birth_date_or_comment_in_the_logs(tmp_path: Path
     assert answered >= 35
     assert log.count("hl7_message_processed") >= 30  # the log does describe every message...
     assert [] == leaked  # ...by identifiers only
+
+
+SHIFTED = [
+    # a frame whose MSH fields slid by one: a birth date where MSH-10 (the control id) belongs
+    b"MSH|^~\\&|LIS|LAB|REMS|PSYCH|20260305||DOE^JANE|19800101|P|2.5.1\rPID|1||MRN9^^^HOSP^MR||DOE^JANE||19800101|F\r",
+    # a name in MSH-4 and MSH-10 of a message that cannot be read
+    b"MSH|^~\\&|LIS|SMITH^JOHN|REMS|PSYCH|2026||XYZ|SMITH|P|9.9\r",
+    # a birth date as the control id of a message that does parse
+    b"MSH|^~\\&|LIS|LAB|REMS|PSYCH|20260305||ORU^R01|1975-04-02|P|2.5.1\rPID|1||MRN8^^^HOSP^MR||ROE^RICHARD\rOBX|x\r",
+]
+
+
+def test_a_message_with_shifted_fields_logs_no_birth_date_or_name(tmp_path: Path) -> None:
+    """Fields taken from a message that did not parse are logged only when id-shaped (issue #19)."""
+    d = DaemonProcess(tmp_path, env={"REMS_STORE__URL": f"sqlite:///{tmp_path}/phi.db", "REMS_LOG__LEVEL": "DEBUG"}).start()
+
+    async def go() -> list[bytes]:
+        async with MllpClient("127.0.0.1", d.mllp_port) as c:
+            return [await c.send(raw) for raw in SHIFTED]
+
+    try:
+        acks = asyncio.run(go())
+    finally:
+        d.stop()
+    log = d.output()
+    assert all(b"MSA|A" in a for a in acks)
+    assert log.count("hl7_message_processed") >= 3  # each message is still described...
+    for phi in ("19800101", "DOE", "JANE", "SMITH", "JOHN", "ROE", "RICHARD", "1975-04-02"):
+        assert phi not in log, phi  # ...without what sat in the shifted fields

@@ -8,6 +8,7 @@ whole message).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -52,3 +53,18 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
     root.setLevel(logging.WARNING)
     for noisy in ("aio_pika", "aiormq", "sqlalchemy", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+_DATE_SHAPE = re.compile(r"(1[89]|20)\d\d-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])")
+
+
+def loggable_id(value: str) -> str:
+    """An identifier taken from a message that did not parse, fit to log: the fields of such a
+    message may be shifted, so what sits in MSH-10 can be a birth date or a name. Only an
+    id-shaped value (letters, digits, ``._-``, with a digit, at most 40) that is not a date is
+    kept; anything else is logged as ``"<withheld>"``."""
+    v = value.strip()
+    if _ID_SHAPE.fullmatch(v) and any(c.isdigit() for c in v) and not _DATE_SHAPE.fullmatch(v):
+        return v
+    return "<withheld>" if v else ""

@@ -28,6 +28,7 @@ from rems_ingest.hl7v2.extract import Header
 from rems_ingest.hl7v2.order import Observation
 from rems_ingest.hl7v2.parse import ParsedMessage, _header_only, parse_frame
 from rems_ingest.observability import metrics
+from rems_ingest.observability.logging import loggable_id
 from rems_ingest.service import ports
 from rems_ingest.service.outbox import outbox_entry
 from rems_ingest.service.patients import apply_event
@@ -127,7 +128,7 @@ class IngestService:
         for m in parse_frame(payload, default_charset=self.default_charset, processing_ids=self.processing_ids, max_segments=self.max_segments, code_map=self.code_map):
             charset = m.charset
             if m.is_ack:
-                log.info("hl7_ack_ignored", control_id=m.header.control_id if m.header else "")
+                log.info("hl7_ack_ignored", control_id=loggable_id(m.header.control_id) if m.header else "")
                 continue
             ack, app_ack = await self._answer(m, now, started)
             if ack is not None:
@@ -173,10 +174,12 @@ class IngestService:
         metrics.MESSAGES.labels(code).inc()
         latency = time.perf_counter() - started
         metrics.ACK_LATENCY.observe(latency)
+        # fields may have slid (a birth date where MSH-10 belongs): ids are logged by shape only,
+        # and the facility only from a message that parsed (the peer address names the sender)
         log.info(
             "hl7_message_processed",
-            control_id=h.control_id if h else "",
-            sending_facility=h.sending_facility if h else "",
+            control_id=loggable_id(h.control_id) if h else "",
+            sending_facility=h.sending_facility if h and m.error is None else "",
             ack_code=code,
             duplicate=result.duplicate,
             observations=result.observations,
@@ -195,7 +198,7 @@ class IngestService:
         if h is not None and m.text and e.ack_code == "AR":
             if isinstance(e, ReadFailed):  # a defect, not the message: the operator must hear it
                 metrics.PERMANENT_FAILURES.inc()
-                log.error("hl7_message_rejected", control_id=h.control_id, error=e.text)
+                log.error("hl7_message_rejected", control_id=loggable_id(h.control_id), error=e.text)
             result = await self._keep_rejected(m, now, result)
         return result
 
@@ -209,12 +212,12 @@ class IngestService:
         except Exception as exc:  # noqa: BLE001 - never AA without a commit
             if is_transient(exc):  # AE: the same message can succeed once the store is back
                 metrics.STORE_FAILURES.inc()
-                log.error("hl7_store_failed", control_id=h.control_id, error=type(exc).__name__)
+                log.error("hl7_store_failed", control_id=loggable_id(h.control_id), error=type(exc).__name__)
                 err = StoreUnavailable("message could not be stored; resend later")
                 return IngestResult(err.ack_code, [dict(code=err.err_code, text=err.err_text, location="", severity="E", message=err.text)])
             # this message can never be stored as it is: AR, kept as REJECTED for a replay
             metrics.PERMANENT_FAILURES.inc()
-            log.error("hl7_message_rejected", control_id=h.control_id, error=type(exc).__name__)
+            log.error("hl7_message_rejected", control_id=loggable_id(h.control_id), error=type(exc).__name__)
             reason = f"message could not be processed ({type(exc).__name__}); kept for replay"
             return await self._keep_rejected(m, now, IngestResult("AR", [dict(code=207, text=_ERR_TEXT[207], location="", severity="E", message=reason)]))
         if result.alerts and not result.duplicate:
@@ -239,7 +242,7 @@ class IngestService:
         try:
             return await self.store.write(tx)
         except Exception as exc:  # noqa: BLE001 - the answer is AR either way
-            log.error("hl7_rejected_not_kept", control_id=h.control_id, error=type(exc).__name__)
+            log.error("hl7_rejected_not_kept", control_id=loggable_id(h.control_id), error=type(exc).__name__)
             return result
 
     # ------------------------------------------------------------ the transaction
