@@ -204,6 +204,28 @@ class TestOverdue:
         assert 1 == kinds.count("lab.overdue")
         assert [] == second[1]["alerts"] and [] == later[1]["alerts"]
 
+    async def test_a_backdated_sweep_stamps_its_alerts_with_the_wall_clock(self, api: Api) -> None:
+        """The clinical date stays in effective_on; created_at (what the outbox age and /readyz
+        measure) is when the alert was made, so a backdated sweep does not look 250 days stale."""
+        import json
+        from datetime import UTC, datetime
+
+        from sqlalchemy import select
+
+        from rems_ingest.adapters.db.schema import outbox
+
+        await started(api, "O2")
+        await api.anc("O2", START + timedelta(days=1), "1.9")
+        before = datetime.now(UTC)
+        swept = await api.call("POST", f"/v1/sweeps/overdue?now={(START + timedelta(days=10)).isoformat()}T09:00:00%2B00:00")
+        assert swept[1]["alerts"]
+        rows = await api.d.store.aread(lambda c: list(c.execute(select(outbox.c.kind, outbox.c.created_at, outbox.c.payload).where(outbox.c.kind == "lab.overdue"))))
+        (kind, created_at, payload), = rows
+        body = json.loads(payload)
+        assert body["effective_on"] == (START + timedelta(days=10)).isoformat()
+        for stamp in (created_at, body["created_at"]):
+            assert datetime.fromisoformat(stamp) >= before - timedelta(seconds=1)
+
     async def test_sweep_now_must_carry_an_offset(self, api: Api) -> None:
         assert 422 == (await api.call("POST", "/v1/sweeps/overdue?now=2026-03-10T09:00:00"))[0]
 

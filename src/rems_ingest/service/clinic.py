@@ -184,14 +184,17 @@ class ClinicService:
     # ------------------------------------------------------------ overdue sweep
 
     async def sweep_overdue(self, now: datetime | None = None) -> list[dict[str, Any]]:
-        """One lab.overdue per patient per missed due date, however often and wherever it runs."""
-        now = now or self.clock()
-        today = self.today(now)
+        """One lab.overdue per patient per missed due date, however often and wherever it runs.
+        ``now`` (a backdated or test sweep) sets the day swept, which the alerts carry as
+        ``effective_on``; their ``created_at`` is always the wall clock (the outbox age and
+        /readyz measure it)."""
+        wall = self.clock()
+        today = self.today(now or wall)  # the clinical day swept; every stamp is the wall clock
         due = await self.store.read(lambda repo: repo.due_patients(today))
         raised: list[dict[str, Any]] = []
         for key in due:
             def job(repo: Repositories, k: PatientKey = key) -> list[tuple[str, str]]:
-                return tick(repo, self.policy(), k, now, today)
+                return tick(repo, self.policy(), k, wall, today)
 
             ids = await self.store.write(job, locks=(key,))
             raised += [{"alert_id": i, "kind": kind, "patient": {"id": key.id, "authority": key.authority}} for i, kind in ids]
