@@ -73,6 +73,7 @@ def test_replay_applies_a_result_missed_for_an_unmapped_code_exactly_once(tmp_pa
 
 def test_replay_needs_a_selection_and_reports_unknown_ids(tmp_path: Path) -> None:
     env = {"REMS_STORE__URL": f"sqlite:///{tmp_path}/rems.db"}
+    assert 0 == CliRunner().invoke(cli, ["db", "upgrade"], env=env).exit_code  # replay never creates a store
     none = CliRunner().invoke(cli, ["replay"], env=env)
     assert 2 == none.exit_code and "say which messages" in none.stderr
     missing = CliRunner().invoke(cli, ["replay", "--id", "424242"], env=env)
@@ -127,3 +128,35 @@ def test_a_replay_before_the_code_is_mapped_leaves_the_message_findable(tmp_path
     assert [("FILTERED",)] == _db(tmp_path, "SELECT status FROM inbound_message WHERE control_id = 'RP-1'")
     fixed = runner.invoke(cli, ["replay", "--status", "FILTERED"], env={**base, "REMS_MLLP__LOCAL_CODES": '{"NEUTA": "anc"}'})
     assert "FILTERED -> REPLAYED, observations 0 -> 1" in fixed.output
+
+
+def test_import_refuses_a_patient_twice_reports_differences_and_can_dry_run(tmp_path: Path) -> None:
+    """Issue #19: a second, conflicting row for the same patient is an error (not "already
+    enrolled: skipped"); a row that differs from the stored enrollment says how; --dry-run
+    shows the plan and writes nothing."""
+    env = {"REMS_STORE__URL": f"sqlite:///{tmp_path}/rems.db", "REMS_LOG__LEVEL": "WARNING"}
+    good = Path(__file__).resolve().parents[2] / "fixtures" / "import" / "clinic_transfer.csv"
+    lines = good.read_text().splitlines()
+    twice = tmp_path / "twice.csv"
+    first_row = next(line for line in lines if line and not line.startswith(("#", "id,")))
+    pid, authority = first_row.split(",")[:2]
+    twice.write_text(good.read_text() + f"{pid},{authority},ben,2026-01-01,1200,,DR9,RX9\n")
+    refused = CliRunner().invoke(cli, ["import-patients", str(twice)], env=env)
+    assert 2 == refused.exit_code and "are the same patient" in refused.stderr and "nothing was imported" in refused.stderr
+
+    plan = CliRunner().invoke(cli, ["import-patients", str(good), "--dry-run"], env=env)
+    assert 0 == plan.exit_code, plan.output
+    assert "dry run: 3 would be enrolled, 0 already enrolled; nothing was changed" in plan.output
+    assert [] == _db(tmp_path, "SELECT patient_id FROM patient WHERE enrolled")
+
+    assert 0 == CliRunner().invoke(cli, ["import-patients", str(good)], env=env).exit_code
+    changed = tmp_path / "changed.csv"
+    fields = first_row.split(",")
+    fields[-1] = "RX-ELSEWHERE"
+    header = next(line for line in lines if line.startswith("id,"))
+    changed.write_text(header + "\n" + ",".join(fields) + "\n")
+    again = CliRunner().invoke(cli, ["import-patients", str(changed)], env=env)
+    assert 0 == again.exit_code, again.output
+    assert f"pharmacy_id RX-ELSEWHERE here, {first_row.split(',')[-1]} stored" in again.output
+    assert "(1 differ from this file: see above)" in again.output
+    assert [("RX-ELSEWHERE",)] != _db(tmp_path, f"SELECT pharmacy_id FROM patient WHERE patient_id = '{pid}'")

@@ -107,11 +107,13 @@ def sweep_overdue(ctx: click.Context, now: str | None) -> None:
 @cli.command("import-patients")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER", help="Who imports (audited).")
+@click.option("--dry-run", is_flag=True, help="Check every row and show what would happen; change nothing.")
 @click.pass_context
-def import_patients(ctx: click.Context, file: Path, actor: str) -> None:
+def import_patients(ctx: click.Context, file: Path, actor: str, dry_run: bool) -> None:
     """Enroll the patients of an existing clozapine clinic from a CSV with a header row:
     id,authority,population,therapy_start[,baseline_anc,monitoring_frequency,prescriber_id,pharmacy_id].
-    All rows or none; patients already enrolled are skipped, so a re-run is harmless."""
+    All rows or none; a patient twice in the file is an error; patients already enrolled are
+    skipped (a re-run is harmless) and any difference from their stored enrollment is shown."""
     try:
         with open(file, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
@@ -129,11 +131,17 @@ def import_patients(ctx: click.Context, file: Path, actor: str) -> None:
                 commands.append(EnrollPatient.from_mapping(row))
             except CoreError as exc:
                 fail(f"{file}: row {n}: {exc}; nothing was imported")
-        outcome = asyncio.run(built.clinic.enroll_many(commands, actor=actor))
+        outcome = asyncio.run(built.clinic.enroll_many(commands, actor=actor, dry_run=dry_run))
     except (Conflict, CoreError) as exc:
         fail(f"{file}: {exc}; nothing was imported")
     finally:
         built.store.close()
     for cmd, what in zip(commands, outcome, strict=True):
         click.echo(f"{cmd.patient.id} ({cmd.patient.authority or 'no authority'}): {what}")
-    click.echo(f"{sum(1 for o in outcome if not o.startswith('already'))} enrolled, {sum(1 for o in outcome if o.startswith('already'))} already enrolled")
+    skipped = sum(1 for o in outcome if o.startswith("already"))
+    differ = sum(1 for o in outcome if "differs" in o)
+    tail = f" ({differ} differ from this file: see above)" if differ else ""
+    if dry_run:
+        click.echo(f"dry run: {len(outcome) - skipped} would be enrolled, {skipped} already enrolled{tail}; nothing was changed")
+    else:
+        click.echo(f"{len(outcome) - skipped} enrolled, {skipped} already enrolled{tail}")

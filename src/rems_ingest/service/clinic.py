@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from rems_ingest.core import dispense
-from rems_ingest.core.errors import EventNotAllowed
+from rems_ingest.core.errors import EventNotAllowed, InvalidInput
 from rems_ingest.core.model import ClinicalEvent, Enroll, PatientKey
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.commands import EnrollPatient, RecordEvent
 from rems_ingest.service.patients import apply_event, tick
-from rems_ingest.service.ports import Repositories, UnitOfWork
+from rems_ingest.service.ports import PatientRow, Repositories, UnitOfWork
 
 log = structlog.get_logger("rems_ingest.clinic")
 
@@ -31,6 +31,20 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """404: unknown patient."""
+
+
+def _differences(cmd: EnrollPatient, row: PatientRow) -> list[str]:
+    """What an enrollment request says that the stored enrollment does not."""
+    s = row.state
+    pairs = [
+        ("population", cmd.population.value, s.population.value),
+        ("therapy_start", cmd.therapy_start.isoformat(), s.therapy_start.isoformat() if s.therapy_start else ""),
+        ("prescriber_id", cmd.prescriber_id, row.prescriber_id),
+        ("pharmacy_id", cmd.pharmacy_id, row.pharmacy_id),
+    ]
+    if cmd.baseline_anc is not None:
+        pairs.append(("baseline_anc", str(cmd.baseline_anc), str(s.baseline_anc) if s.baseline_anc is not None else ""))
+    return [f"{name} {new or '(empty)'} here, {old or '(empty)'} stored" for name, new, old in pairs if new != old]
 
 
 @dataclass
@@ -60,21 +74,39 @@ class ClinicService:
         apply_event(repo, self.policy(), key, event, cause={"source": actor}, now=now, row=row, strict=True, extra={"prescriber_id": prescriber, "pharmacy_id": pharmacy})
         repo.audit(now, actor, "enroll", row.pk, {"population": event.population.value, "therapy_start": event.therapy_start, "prescriber_id": prescriber})
 
-    async def enroll_many(self, requests: list[EnrollPatient], actor: str = "import") -> list[str]:
+    async def enroll_many(self, requests: list[EnrollPatient], actor: str = "import", *, dry_run: bool = False) -> list[str]:
         """Bulk import (a clinic moving its patients): every row is validated first (by the
         caller, building the commands), then all are enrolled in one transaction, so a bad row
-        leaves nothing half-written. Patients already enrolled are skipped, which makes a re-run
-        of the same file harmless."""
+        leaves nothing half-written. A patient twice in one file is an error (which row is
+        right?). A patient already enrolled is skipped, so a re-run of the same file is
+        harmless, and any difference from what is stored is reported, never applied silently.
+        ``dry_run``: the same outcomes, nothing written."""
+        seen: dict[PatientKey, int] = {}
+        for n, req in enumerate(requests, 1):
+            if req.patient in seen:
+                raise InvalidInput(f"rows {seen[req.patient]} and {n} are the same patient ({req.patient.id}, {req.patient.authority or 'no authority'}); keep one")
+            seen[req.patient] = n
         now = self.clock()
+
+        def outcome_of(repo: Repositories, req: EnrollPatient) -> str | None:
+            row = repo.patient(req.patient, create=False, lock=False)
+            if row is None or not row.enrolled:
+                return None
+            diffs = _differences(req, row)
+            return "already enrolled: skipped" + (f"; differs from the stored enrollment ({'; '.join(diffs)}), not changed" if diffs else "")
+
+        if dry_run:
+            return await self.store.read(lambda repo: [outcome_of(repo, r) or "would enroll" for r in requests])
 
         def job(repo: Repositories) -> list[str]:
             outcome = []
             for n, req in enumerate(requests, 1):
+                existing = outcome_of(repo, req)
+                if existing is not None:
+                    outcome.append(existing)
+                    continue
                 try:
                     self._enroll_in(repo, req, actor, now)
-                except Conflict:
-                    outcome.append("already enrolled: skipped")
-                    continue
                 except EventNotAllowed as exc:
                     raise Conflict(f"row {n}: {exc}") from None
                 outcome.append(self._view(repo, req.patient)["action"])
