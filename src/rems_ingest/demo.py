@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -9,7 +10,7 @@ from decimal import Decimal
 
 from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
-from rems_ingest.config import Settings
+from rems_ingest.config import Settings, display_url
 from rems_ingest.core.model import PatientKey, Population
 from rems_ingest.service.commands import EnrollPatient
 
@@ -25,7 +26,8 @@ def oru(control_id: str, patient: str, on: date, anc_k: str, filler: str) -> byt
     return ("\r".join(segs) + "\r").encode()
 
 
-async def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
+async def run_demo(settings: Settings, echo: Callable[[str], None]) -> bool:
+    """The walk-through; False when a configured broker did not take every alert."""
     daemon = Daemon(settings)
     await daemon.start()
     try:
@@ -59,6 +61,26 @@ async def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
         for r in sorted(rows, key=lambda r: r.created_at):
             body = json.loads(r.payload)
             echo(f"{body['patient']['id']:<9} {body['kind']:<28} {body['severity']:<9} {body['reason'][:80]}")
-        echo(f"\n{len(rows)} alerts; try: curl -s http://127.0.0.1:{daemon.http_port}/v1/patients/DEMO-GP?authority=HOSP while the daemon runs (rems-ingest serve)")
+        echo(f"\n{len(rows)} alerts")
+        published = await _published(daemon, len(rows)) if daemon.relay.url else None
     finally:
         await daemon.shutdown()
+    if published is not None:
+        shown = display_url(daemon.relay.url or "")
+        if published < len(rows):
+            echo(f"broker {shown}: {published} of {len(rows)} alerts published; {daemon.relay.last_error or 'no confirm'}: check the URL and credentials")
+            return False
+        echo(f"broker {shown}: all {published} alerts published and confirmed")
+    echo("to try the API yourself, run the daemon (rems-ingest serve) and: curl -s 'http://127.0.0.1:8080/v1/patients/DEMO-GP?authority=HOSP'")
+    return True
+
+
+async def _published(daemon: Daemon, total: int, wait: float = 10.0) -> int:
+    """How many of the demo's alerts the broker confirmed, waiting a little for the relay."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        rows = await daemon.services.uow.read(lambda repo: [r for pk in (1, 2) for r in repo.alerts_for(pk, 100)])
+        done = sum(1 for r in rows if r.published_at is not None)
+        if done >= total or asyncio.get_running_loop().time() > deadline:
+            return done
+        await asyncio.sleep(0.2)

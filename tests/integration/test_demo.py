@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from click.testing import CliRunner
 
 from rems_ingest.cli import cli
@@ -22,3 +24,19 @@ def test_demo_prints_the_seed_walk_through_decisions_and_alerts() -> None:
     for kind in ("therapy.interrupt", "therapy.emergency", "pharmacy.hold", "monitoring.confirm_repeat"):
         assert kind in alerts
     assert '"level": "warning"' not in out  # the walk-through, not daemon chatter
+
+
+@pytest.mark.rabbitmq
+def test_demo_with_a_broker_it_cannot_log_in_to_says_so_and_fails(rabbitmq_url: str) -> None:
+    """Issue #19: wrong credentials printed nothing, exited 0 and published nothing."""
+    r = CliRunner().invoke(cli, ["demo", "--amqp", rabbitmq_url.replace("guest:guest", "guest:wrong-password")])
+    assert 1 == r.exit_code, r.output
+    assert "0 of 13 alerts published" in r.output and "check the URL and credentials" in r.output
+    assert "wrong-password" not in r.output
+
+
+@pytest.mark.rabbitmq
+def test_demo_with_the_broker_counts_what_was_published(rabbitmq_url: str) -> None:
+    r = CliRunner().invoke(cli, ["demo", "--amqp", rabbitmq_url])
+    assert 0 == r.exit_code, r.output
+    assert "all 13 alerts published and confirmed" in r.output

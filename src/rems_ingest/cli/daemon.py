@@ -148,4 +148,5 @@ def demo(ctx: click.Context, amqp_url: str | None) -> None:
         if amqp_url:
             s.amqp.url = amqp_url  # type: ignore[assignment]
         configure(s.log.format, "ERROR")  # the output is the walk-through, not daemon chatter
-        asyncio.run(run_demo(s, click.echo))
+        if not asyncio.run(run_demo(s, click.echo)):
+            sys.exit(1)

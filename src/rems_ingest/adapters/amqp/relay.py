@@ -58,6 +58,7 @@ class OutboxRelay:
 
     def __post_init__(self) -> None:
         self.connected = False
+        self.last_error = ""  # why the broker was last unreachable ("" once connected)
         self._wake = asyncio.Event()
         self._conn: AbstractConnection | None = None
         self._exchange: AbstractExchange | None = None
@@ -90,6 +91,7 @@ class OutboxRelay:
                 delay = 0.5
                 await self._pump(stop)
             except RETRYABLE as exc:
+                self.last_error = type(exc).__name__
                 metrics.PUBLISH_FAILURES.labels("connection").inc()
                 log.warning("relay_broker_unavailable", error=type(exc).__name__, retry_in=round(delay, 1))
             finally:
@@ -117,7 +119,7 @@ class OutboxRelay:
         channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
         self._exchange = await declare(channel, self.topology)
         self._channel = channel
-        self.connected = True
+        self.connected, self.last_error = True, ""
         metrics.BROKER_CONNECTED.set(1)
         log.info("relay_connected")
 
