@@ -189,6 +189,17 @@ class TestDispenseCheck:
         assert (False, "STORE_UNAVAILABLE") == (body["authorized"], body["code"])
 
 
+async def test_a_check_without_the_authority_says_where_the_patient_is_enrolled(api: Api) -> None:
+    """Issue #19: `dispense-check ID` without --authority answered PATIENT_NOT_ENROLLED for a
+    patient enrolled under HOSP, with no hint."""
+    await started(api, "AUTH1")
+    status, body = await api.call("GET", f"/v1/patients/AUTH1/dispense-check?on={(START + timedelta(days=1)).isoformat()}")
+    assert 200 == status and body["authorized"] is False and body["code"] == "PATIENT_NOT_ENROLLED"
+    assert "AUTH1 is enrolled under authority HOSP: ask with authority=HOSP" in body["reason"]
+    status, body = await api.call("GET", "/v1/patients/AUTH1")
+    assert 404 == status and "enrolled under authority HOSP" in body["detail"]
+
+
 class TestOverdue:
     async def test_one_lab_overdue_per_missed_date_however_often_the_sweep_runs(self, api: Api) -> None:
         await started(api, "O1")

@@ -47,6 +47,15 @@ def _differences(cmd: EnrollPatient, row: PatientRow) -> list[str]:
     return [f"{name} {new or '(empty)'} here, {old or '(empty)'} stored" for name, new, old in pairs if new != old]
 
 
+def _authority_hint(key: PatientKey, elsewhere: list[str]) -> str:
+    """A patient id is unique only within its assigning authority (PID-3 CX.4): say where the
+    same id is enrolled when the request named no authority or another one."""
+    if not elsewhere:
+        return ""
+    named = f"authority {key.authority}" if key.authority else "no authority"
+    return f" (asked under {named}; {key.id} is enrolled under authority {', '.join(elsewhere)}: ask with authority={elsewhere[0]})"
+
+
 @dataclass
 class ClinicService:
     store: UnitOfWork
@@ -156,10 +165,17 @@ class ClinicService:
 
     # ------------------------------------------------------------ reads
 
+    @staticmethod
+    def _with_hint(repo: Repositories, key: PatientKey) -> tuple[PatientRow | None, list[str]]:
+        row = repo.patient(key, create=False, lock=False)
+        if row is not None and row.enrolled:
+            return row, []
+        return row, [a for a in repo.enrolled_authorities(key.id) if a != key.authority]
+
     def _view(self, repo: Repositories, key: PatientKey) -> dict[str, Any]:
         row = repo.patient(key, create=False, lock=False)
         if row is None:
-            raise NotFound(f"patient {key.id} is not known")
+            raise NotFound(f"patient {key.id} is not known" + _authority_hint(key, [a for a in repo.enrolled_authorities(key.id) if a != key.authority]))
         s = row.state
         latest = s.latest
         return {
@@ -195,7 +211,7 @@ class ClinicService:
         on = on or self.today()
         policy = self.policy()
         try:
-            row = await self.store.read(lambda repo: repo.patient(key, create=False, lock=False))
+            row, elsewhere = await self.store.read(lambda repo: self._with_hint(repo, key))
         except Exception as exc:  # noqa: BLE001 - an unreachable store must never mean "yes"
             log.error("dispense_check_store_failed", error=type(exc).__name__)
             return {"authorized": False, "code": "STORE_UNAVAILABLE", "reason": "Do not dispense: patient status could not be read", "latest_anc": None, "max_days_supply": 0, "on": on.isoformat()}
@@ -203,7 +219,7 @@ class ClinicService:
         return {
             "authorized": d.authorized,
             "code": d.code,
-            "reason": d.reason,
+            "reason": d.reason + _authority_hint(key, elsewhere),
             "warning": d.warning or None,
             "latest_anc": {"per_ul": float(d.latest.value), "drawn_on": d.latest.on.isoformat(), "category": d.latest.category.value} if d.latest else None,
             "window_days": d.window_days,

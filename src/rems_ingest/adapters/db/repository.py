@@ -205,6 +205,12 @@ class Repository:
         pk, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id = row
         return PatientRow(pk, key, bool(enrolled), codec.load_state(state), version, last_sort_key, prescriber_id, pharmacy_id)
 
+    def enrolled_authorities(self, patient_id: str, limit: int = 5) -> list[str]:
+        """The assigning authorities an enrolled patient with this id is known under (a hint
+        for a request that named none, or the wrong one)."""
+        q = select(patient.c.authority).where(patient.c.patient_id == patient_id, patient.c.enrolled.is_(True)).order_by(patient.c.authority).limit(limit)
+        return [r[0] for r in self.conn.execute(q)]
+
     def lock_patients(self, keys: Sequence[PatientKey]) -> None:
         """Lock these patients' rows ahead of a transaction's work, in one order every daemon
         shares (PostgreSQL only; see Store.write): the existing rows in one statement, in the
