@@ -231,7 +231,7 @@ class TestOverdue:
         swept = await api.call("POST", f"/v1/sweeps/overdue?now={(START + timedelta(days=10)).isoformat()}T09:00:00%2B00:00")
         assert swept[1]["alerts"]
         rows = await api.d.store.aread(lambda c: list(c.execute(select(outbox.c.kind, outbox.c.created_at, outbox.c.payload).where(outbox.c.kind == "lab.overdue"))))
-        (kind, created_at, payload), = rows
+        ((_kind, created_at, payload),) = rows
         body = json.loads(payload)
         assert body["effective_on"] == (START + timedelta(days=10)).isoformat()
         for stamp in (created_at, body["created_at"]):

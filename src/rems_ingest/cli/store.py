@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -145,6 +146,9 @@ def _try_broker(url: str | None) -> str:
     if url is None:
         click.echo("broker: none configured (alerts are held in the outbox)")
         return ""
+
+    for name in ("aiormq", "aio_pika"):  # their own error line would repeat ours
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
     async def go() -> None:
         connection = await aio_pika.connect(url, timeout=5)
