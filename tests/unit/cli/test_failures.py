@@ -112,6 +112,31 @@ def test_an_unreachable_broker_is_one_line_naming_it(line: str, code: int, tmp_p
     assert "broker amqp://guest:***@127.0.0.1:1/" in r.stderr
 
 
+CONFIG_ERRORS = [
+    ({"REMS_STORE__URL": "mysql://x"}, "check-config", "store.url: mysql is not supported"),
+    ({"REMS_STORE__URL": "garbage"}, "db upgrade", "store.url is not a database URL"),
+    ({"REMS_RULES__TIMEZONE": "Mars/Olympus"}, "check-config", "rules.timezone"),
+    ({"REMS_STORE__URL_FILE": "/nonexistent/db-url"}, "serve", "store.url_file /nonexistent/db-url: No such file"),
+    ({"REMS_AMQP__URL": "http://broker"}, "check-config", "amqp.url is not a broker URL"),
+    ({"REMS_MLLP__TLS_CERT": "/nonexistent/cert.pem"}, "serve", "mllp.tls_cert and mllp.tls_key go together"),
+]
+
+
+@pytest.mark.parametrize(("env", "line", "says"), CONFIG_ERRORS)
+def test_a_setting_that_would_break_later_is_refused_up_front(env: dict[str, str], line: str, says: str, tmp_path: Path) -> None:
+    """check-config and every command refuse what used to pass and then break (issue #19)."""
+    r = _run(line, tmp_path, **env)
+    _one_line(r, 2, line)
+    assert says in r.stderr
+
+
+def test_a_command_that_succeeds_prints_no_log_line(tmp_path: Path) -> None:
+    r = _run("db upgrade", tmp_path)
+    assert 0 == r.returncode and "" == r.stderr and "schema at revision" in r.stdout
+    r = _run("check-config", tmp_path)
+    assert 0 == r.returncode and "" == r.stderr and f'"url": "sqlite:///{tmp_path}/none/rems.db"' in r.stdout
+
+
 def test_bare_command_prints_the_help_not_a_squashed_error(tmp_path: Path) -> None:
     for line in ("", "db"):
         r = _run(line, tmp_path)
