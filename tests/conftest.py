@@ -152,3 +152,32 @@ async def purge_topology(url: str, topo: Topology) -> None:
     await ch.exchange_delete(topo.exchange)
     await ch.exchange_delete(topo.dlx)
     await conn.close()
+
+
+# ------------------------------------------------------------------ the README's stated duration
+
+_SUITE_STARTED = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The README states how long the whole suite takes; a full CI run that goes over its upper
+    bound fails, so the statement cannot drift (issue #19). Partial runs are not judged."""
+    import re
+
+    if os.environ.get("CI") != "true" or session.config.args not in (["tests"], [str(Path(__file__).resolve().parent)]):
+        return
+    stated = re.search(r"The suite takes (\d+)–(\d+) minutes", (Path(__file__).resolve().parents[1] / "README.md").read_text())
+    minutes = (time.monotonic() - _SUITE_STARTED) / 60
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if stated is None:
+        message = "README no longer states the suite's duration as 'The suite takes N–M minutes'"
+    elif minutes > int(stated.group(2)):
+        message = f"the suite took {minutes:.1f} minutes; README says {stated.group(1)}–{stated.group(2)}: update one or the other"
+    else:
+        if reporter is not None:
+            reporter.write_line(f"suite took {minutes:.1f} minutes (README: {stated.group(1)}–{stated.group(2)})")
+        return
+    if reporter is not None:
+        reporter.write_line(f"FAILED: {message}", red=True)
+    if exitstatus == 0:
+        session.exitstatus = 1
