@@ -114,15 +114,7 @@ def import_patients(ctx: click.Context, file: Path, actor: str, dry_run: bool) -
     id,authority,population,therapy_start[,baseline_anc,monitoring_frequency,prescriber_id,pharmacy_id].
     All rows or none; a patient twice in the file is an error; patients already enrolled are
     skipped (a re-run is harmless) and any difference from their stored enrollment is shown."""
-    try:
-        with open(file, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
-            missing = {"id", "population", "therapy_start"} - set(reader.fieldnames or ())
-            if missing:
-                raise click.UsageError(f"{file}: header lacks {', '.join(sorted(missing))}")
-            rows = [{k: (v.strip() if isinstance(v, str) else v) or None for k, v in r.items() if k} for r in reader]
-    except UnicodeDecodeError as exc:
-        raise click.UsageError(f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8 CSV") from None
+    rows = _csv_rows(file)
     built = services(ctx, create=True)
     commands: list[EnrollPatient] = []
     try:
@@ -138,6 +130,23 @@ def import_patients(ctx: click.Context, file: Path, actor: str, dry_run: bool) -
         built.store.close()
     for cmd, what in zip(commands, outcome, strict=True):
         click.echo(f"{cmd.patient.id} ({cmd.patient.authority or 'no authority'}): {what}")
+    _summary(outcome, dry_run)
+
+
+def _csv_rows(file: Path) -> list[dict[str, str | None]]:
+    """The CSV's rows as dicts of stripped values ('' becomes None); one line for a bad file."""
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
+            missing = {"id", "population", "therapy_start"} - set(reader.fieldnames or ())
+            if missing:
+                raise click.UsageError(f"{file}: header lacks {', '.join(sorted(missing))}")
+            return [{k: (v.strip() if isinstance(v, str) else v) or None for k, v in r.items() if k} for r in reader]
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8 CSV") from None
+
+
+def _summary(outcome: list[str], dry_run: bool) -> None:
     skipped = sum(1 for o in outcome if o.startswith("already"))
     differ = sum(1 for o in outcome if "differs" in o)
     tail = f" ({differ} differ from this file: see above)" if differ else ""
