@@ -129,6 +129,7 @@ def make_settings(tmp_path: Path, store_url: str | None = None, amqp_url: str | 
     s.http.port = 0
     s.amqp.url = amqp_url  # type: ignore[assignment]
     s.sweep.interval_seconds = 3600
+    s.http.auth = "none"  # clinical tests call the API as the loopback user; tests/integration/test_access.py covers identities
     for k, v in mllp.items():
         setattr(s.mllp, k, v)
     return s

@@ -42,16 +42,23 @@ class DaemonProcess:
         self.command = command or f"exec {BIN} serve"
         self.cwd = cwd or tmp
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""  # an API token with every role, made with `rems-ingest token create` once the daemon is up
 
     def start(self, timeout: float = 120) -> DaemonProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(["bash", "-c", self.command], cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)
+        if self.env.get("REMS_HTTP__AUTH") != "none" and not self.token:
+            roles = [a for r in ("clinic", "prescriber", "pharmacy", "integration", "auditor") for a in ("--role", r)]
+            made = subprocess.run([str(BIN), "token", "create", "--name", "tests", *roles], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=60)
+            assert made.returncode == 0, made.stderr
+            self.token = made.stdout.strip()
         return self
 
     def http(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, json.loads(r.read() or b"null")

@@ -20,8 +20,9 @@ from aiohttp import web
 
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.http.api import build_app
+from rems_ingest.adapters.http.openapi import openapi_document
 from rems_ingest.adapters.mllp.server import Limits, MllpServer
-from rems_ingest.bootstrap import build_services
+from rems_ingest.bootstrap import build_authenticator, build_services
 from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder  # noqa: F401 - re-exported: PolicyHolder used to live here
 from rems_ingest.supervision import Supervisor
@@ -129,9 +130,22 @@ class Daemon:
         await asyncio.to_thread(self.store.migrate)
         self.store.start()
         await self.server.start()
-        self._runner = web.AppRunner(build_app(self.clinic, self.readiness, self.policy.reload), access_log=None)
+        app = build_app(
+            self.clinic,
+            self.readiness,
+            self.policy.reload,
+            authenticator=build_authenticator(s, self.services.tokens),
+            trail=self.services.trail,
+            openapi=openapi_document(),
+        )
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.http.host, s.http.port)
+        https = None
+        if s.http.tls_cert and s.http.tls_key:
+            https = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            https.minimum_version = ssl.TLSVersion.TLSv1_2
+            https.load_cert_chain(str(s.http.tls_cert), str(s.http.tls_key))
+        site = web.TCPSite(self._runner, s.http.host, s.http.port, ssl_context=https)
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.relay.on_progress = self.supervisor.beater("relay")

@@ -12,8 +12,10 @@ from rems_ingest.adapters.amqp.relay import OutboxRelay
 from rems_ingest.adapters.amqp.topology import Topology
 from rems_ingest.adapters.db.store import Store
 from rems_ingest.adapters.db.unit_of_work import StoreOutboxSource, StoreUnitOfWork
+from rems_ingest.adapters.http.identity import Authenticator, JwtVerifier
 from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder
+from rems_ingest.service.access import AccessTrail, TokenService
 from rems_ingest.service.clinic import ClinicService
 from rems_ingest.service.ingest import IngestService
 from rems_ingest.service.replay import ReplayService
@@ -29,6 +31,8 @@ class Services:
     ingest: IngestService
     clinic: ClinicService
     replay: ReplayService
+    tokens: TokenService
+    trail: AccessTrail
 
 
 def build_services(s: Settings, *, create_store: bool = True) -> Services:
@@ -48,4 +52,15 @@ def build_services(s: Settings, *, create_store: bool = True) -> Services:
     ingest = IngestService(uow, policy, **s.mllp.ingest_options())
     ingest.on_alerts = relay.wake
     clinic = ClinicService(uow, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
-    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest))
+    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow))
+
+
+def build_authenticator(s: Settings, tokens: TokenService) -> Authenticator | None:
+    """None when http.auth = none (loopback only: the settings check refuses anything else)."""
+    if s.http.auth == "none":
+        return None
+    h = s.http
+    verifier = None
+    if h.oidc_issuer:
+        verifier = JwtVerifier(h.oidc_issuer, h.oidc_audience, h.oidc_jwks_url, h.oidc_jwks_file, h.oidc_subject_claim, h.oidc_roles_claim, dict(h.oidc_role_map), h.oidc_pharmacy_claim)
+    return Authenticator(tokens, verifier, h.max_auth_failures_per_minute)

@@ -177,6 +177,23 @@ class AmqpSettings(_Section):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # who may call the API (issue #15): "tokens" (API tokens from `rems-ingest token create`, and
+    # OIDC bearer JWTs when oidc_issuer is set) or "none" (no identities: loopback only, for a
+    # single-user workstation; refused on any other address)
+    auth: Literal["tokens", "none"] = "tokens"
+    tls_cert: Path | None = None  # HTTPS
+    tls_key: Path | None = None
+    # OIDC: bearer JWTs signed by the hospital's identity provider, checked against its JWKS
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_jwks_file: Path | None = None
+    oidc_subject_claim: str = "sub"
+    oidc_roles_claim: str = "roles"  # a list (or space-separated string) of the IdP's role names
+    oidc_role_map: dict[str, str] = {}  # IdP role name -> pharmacy | prescriber | clinic | integration | auditor
+    oidc_pharmacy_claim: str = "pharmacy_id"  # limits a pharmacy identity to its patients
+    # failed authentications per client address per minute before it gets 429 for the minute
+    max_auth_failures_per_minute: int = Field(20, ge=1)
 
 
 class RulesSettings(_Section):
@@ -238,6 +255,36 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_http(h: HttpSettings) -> None:
+    import ssl
+
+    if h.auth == "none" and not _loopback(h.host):
+        raise ConfigError(f"http.auth = none on {h.host}: anyone who can reach it could read patients and lift a pharmacy hold; use http.auth = tokens (and OIDC if you have one) or bind http.host to 127.0.0.1")
+    if h.oidc_issuer and not (h.oidc_audience and (h.oidc_jwks_url or h.oidc_jwks_file)):
+        raise ConfigError("http.oidc_issuer needs http.oidc_audience and http.oidc_jwks_url or http.oidc_jwks_file")
+    if h.oidc_jwks_file and not h.oidc_jwks_file.is_file():
+        raise ConfigError(f"http.oidc_jwks_file {h.oidc_jwks_file}: No such file")
+    for name, role in h.oidc_role_map.items():
+        if role not in ("pharmacy", "prescriber", "clinic", "integration", "auditor"):
+            raise ConfigError(f"http.oidc_role_map.{name} = {role!r}: roles are pharmacy, prescriber, clinic, integration, auditor")
+    if bool(h.tls_cert) != bool(h.tls_key):
+        raise ConfigError("http.tls_cert and http.tls_key go together: set both or neither")
+    if h.tls_cert and h.tls_key:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(h.tls_cert), str(h.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"http.tls_cert/tls_key ({h.tls_cert}, {h.tls_key}) do not load: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def check_settings(s: Settings) -> None:
     """What start-up and ``check-config`` verify beyond the types: the store and broker URLs
     (and their files) resolve, the TLS files load. Raises ConfigError naming the setting."""
@@ -245,6 +292,7 @@ def check_settings(s: Settings) -> None:
 
     s.store.resolved_url()
     s.amqp.resolved_url()
+    _check_http(s.http)
     m = s.mllp
     if bool(m.tls_cert) != bool(m.tls_key):
         raise ConfigError("mllp.tls_cert and mllp.tls_key go together: set both or neither")

@@ -46,6 +46,7 @@ def _env(store_url: str, amqp_url: str | None, prefix: str, **extra: str) -> dic
         "REMS_AMQP__PUBLISH_TIMEOUT_SECONDS": "3",
         "REMS_AMQP__READY_MAX_OUTBOX_AGE_SECONDS": "3",
         "REMS_SWEEP__INTERVAL_SECONDS": "86400",
+        "REMS_HTTP__AUTH": "none",  # the fault suite enrolls as the loopback user (identities: tests/integration/test_access.py)
         **extra,
     }
     if amqp_url:

@@ -44,7 +44,7 @@ async def _send_all(port: int) -> int:
 
 
 def test_no_fixture_puts_a_name_birth_date_or_comment_in_the_logs(tmp_path: Path) -> None:
-    d = DaemonProcess(tmp_path, env={"REMS_STORE__URL": f"sqlite:///{tmp_path}/phi.db", "REMS_LOG__LEVEL": "DEBUG"}).start()
+    d = DaemonProcess(tmp_path, env={"REMS_STORE__URL": f"sqlite:///{tmp_path}/phi.db", "REMS_LOG__LEVEL": "DEBUG", "REMS_HTTP__AUTH": "none"}).start()
     try:
         answered = asyncio.run(_send_all(d.mllp_port))
         assert 201 == d.http("POST", "/v1/patients", {"id": "MRN1001", "authority": "HOSP", "population": "general", "therapy_start": "2026-03-04"})[0]

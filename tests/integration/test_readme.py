@@ -4,6 +4,7 @@ samples are what the commands print. A README edit that drifts from the code fai
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -71,28 +72,32 @@ def test_the_readme_demo_sample_matches_the_real_output() -> None:
 
 
 def test_the_worked_example_does_what_its_comments_say(tmp_path: Path) -> None:
-    """The README's bash block, run as written against a real daemon (ports swapped for free ones):
-    every `"key": value` and alert kind in a comment must be in that command's output."""
+    """The README's bash block, run as written (one script, as a terminal runs it) against a real
+    daemon with the default settings, ports swapped for free ones: every `"key": value` and
+    alert kind in a comment must be in that command's output."""
     block = _blocks("## A worked example")[0]
-    d = DaemonProcess(tmp_path, env={"REMS_STORE__URL": f"sqlite:///{tmp_path}/example.db"}).start()
+    env = {"REMS_STORE__URL": f"sqlite:///{tmp_path}/example.db"}
+    d = DaemonProcess(tmp_path, env=env).start()
     try:
         steps: list[tuple[str, list[str]]] = []
-        for raw in block.replace("\\\n", " ").splitlines():
+        pending = ""
+        for raw in block.splitlines():
             line = raw.strip()
             if line.startswith("#   ") and steps:
                 steps[-1][1].append(line[4:])
             elif line and not line.startswith("#"):
-                steps.append((line, []))
-        joined: list[tuple[str, list[str]]] = []
-        for cmd, comments in steps:  # a command continued on the next line (an open quote)
-            if joined and joined[-1][0].count("'") % 2:
-                joined[-1] = (joined[-1][0] + " " + cmd, joined[-1][1] + comments)
-            else:
-                joined.append((cmd, comments))
-        for cmd, comments in joined:
-            cmd = cmd.replace("localhost:8080", f"127.0.0.1:{d.http_port}").replace(".venv/bin/rems-ingest send", f"{BIN} send --port {d.mllp_port}")
-            out = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=60)
-            text = out.stdout
+                pending = f"{pending} {line}".strip()
+                if pending.count("'") % 2 == 0:  # a command continued on the next line (an open quote)
+                    steps.append((pending, []))
+                    pending = ""
+        marker = "@@step@@"
+        script = "\n".join(f"printf '\\n{marker}\\n'\n{cmd}" for cmd, _ in steps)
+        script = script.replace("localhost:8080", f"127.0.0.1:{d.http_port}").replace(".venv/bin/rems-ingest send", f"@BIN@ send --port {d.mllp_port}")
+        script = script.replace(".venv/bin/rems-ingest", "@BIN@").replace("@BIN@", str(BIN))
+        run = subprocess.run(["bash", "-c", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        outputs = run.stdout.split(f"\n{marker}\n")[1:]
+        assert len(outputs) == len(steps) and not run.stderr.strip(), run.stdout[-2000:] + run.stderr[-2000:]
+        for (cmd, comments), text in zip(steps, outputs, strict=True):
             try:
                 text = json.dumps(json.loads(text))  # one spacing to compare against
             except ValueError:

@@ -28,6 +28,7 @@ BROKER_CONNECTED = Gauge("rems_broker_connected", "1 while the relay holds a con
 OPEN_CONNECTIONS = Gauge("rems_mllp_open_connections", "Open MLLP connections", registry=REGISTRY)
 LIMIT_HITS = Counter("rems_limit_hits_total", "Limits hit, by limit", ["limit"], registry=REGISTRY)
 STORE_FAILURES = Counter("rems_store_failures_total", "Transactions that failed (answered AE)", registry=REGISTRY)
+AUTH_FAILURES = Counter("rems_http_auth_failures_total", "HTTP requests refused for want of a valid identity or role, by reason", ["reason"], registry=REGISTRY)
 PERMANENT_FAILURES = Counter("rems_messages_rejected_permanent_total", "Messages that could never be stored as they are (answered AR, kept as REJECTED)", registry=REGISTRY)
 TASK_RESTARTS = Counter("rems_task_restarts_total", "Background tasks restarted after an exception, by task", ["task"], registry=REGISTRY)
 RELAY_LAST_PUBLISH = Gauge("rems_relay_last_publish_timestamp_seconds", "Unix time of the last alert the broker confirmed (0: none since start)", registry=REGISTRY)

@@ -203,11 +203,16 @@ class ClinicService:
             "recent_alerts": [{"alert_id": a.alert_id, "kind": a.kind, "created_at": a.created_at, "published": a.published_at is not None, "withdrawn": bool(a.withdrawn)} for a in repo.alerts_for(row.pk, 20)],
         }
 
-    async def status(self, key: PatientKey) -> dict[str, Any]:
-        return await self.store.read(lambda repo: self._view(repo, key))
+    async def status(self, key: PatientKey, *, pharmacy: str = "") -> dict[str, Any]:
+        """``pharmacy``: the caller sees only that pharmacy's patients (a scoped pharmacy token)."""
+        view = await self.store.read(lambda repo: self._view(repo, key))
+        if pharmacy and view["pharmacy_id"] != pharmacy:
+            raise NotFound(f"patient {key.id} is not known to pharmacy {pharmacy}")
+        return view
 
-    async def dispense_check(self, key: PatientKey, on: date | None) -> dict[str, Any]:
-        """Fail safe: any doubt (unknown patient, store error) is 'not authorized' with the reason."""
+    async def dispense_check(self, key: PatientKey, on: date | None, *, pharmacy: str = "") -> dict[str, Any]:
+        """Fail safe: any doubt (unknown patient, store error) is 'not authorized' with the reason.
+        ``pharmacy``: a scoped pharmacy asks only about its own patients (else NotFound)."""
         on = on or self.today()
         policy = self.policy()
         try:
@@ -215,6 +220,8 @@ class ClinicService:
         except Exception as exc:  # noqa: BLE001 - an unreachable store must never mean "yes"
             log.error("dispense_check_store_failed", error=type(exc).__name__)
             return {"authorized": False, "code": "STORE_UNAVAILABLE", "reason": "Do not dispense: patient status could not be read", "latest_anc": None, "max_days_supply": 0, "on": on.isoformat()}
+        if pharmacy and (row is None or row.pharmacy_id != pharmacy):
+            raise NotFound(f"patient {key.id} is not known to pharmacy {pharmacy}")
         d = dispense.check(policy, row.state if row else None, on)
         return {
             "authorized": d.authorized,

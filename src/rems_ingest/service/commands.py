@@ -12,7 +12,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -21,6 +21,11 @@ from rems_ingest.core.model import CLINICAL_EVENT_TYPES, Frequency, PatientKey, 
 
 TEXT_LIMIT = 200
 RATIONALE_LIMIT = 2000
+# clinical ranges (issue #15): outside them a number is a typo or an attack, never a reading
+TEMPERATURE_RANGE = (Decimal(30), Decimal(45))  # degrees C
+BASELINE_MAX = Decimal(50_000)  # cells/uL
+EARLIEST_THERAPY_START = date(1970, 1, 1)
+MAX_DAYS_AHEAD = 365
 _PRESCRIBER_DECISIONS = ("rechallenge", "override")
 
 
@@ -86,9 +91,13 @@ class EnrollPatient:
         object.__setattr__(self, "patient", PatientKey(_checked(self.patient.id, "id", required=True), _checked(self.patient.authority, "authority")))
         object.__setattr__(self, "prescriber_id", _checked(self.prescriber_id, "prescriber_id"))
         object.__setattr__(self, "pharmacy_id", _checked(self.pharmacy_id, "pharmacy_id"))
+        if not EARLIEST_THERAPY_START <= self.therapy_start <= date.today() + timedelta(days=MAX_DAYS_AHEAD):
+            raise InvalidInput(f"therapy_start {self.therapy_start} is not plausible (from {EARLIEST_THERAPY_START} to a year from today)")
         if self.baseline_anc is not None:
             if not self.baseline_anc.is_finite():
                 raise InvalidInput("baseline_anc must be a number (cells/uL)")
+            if not 0 <= self.baseline_anc <= BASELINE_MAX:
+                raise InvalidInput(f"baseline_anc {self.baseline_anc} is outside 0 to {BASELINE_MAX} cells/uL")
             if self.population is not Population.BEN:
                 raise InvalidInput("baseline_anc is only for BEN patients")
 
@@ -133,6 +142,8 @@ class RecordEvent:
         object.__setattr__(self, "event_id", _checked(self.event_id, "event_id") or uuid.uuid4().hex)
         if etype == "fever" and (self.temperature_c is None or not self.temperature_c.is_finite()):
             raise InvalidInput("a fever event needs temperature_c (a number)")
+        if self.temperature_c is not None and self.temperature_c.is_finite() and not TEMPERATURE_RANGE[0] <= self.temperature_c <= TEMPERATURE_RANGE[1]:
+            raise InvalidInput(f"temperature_c {self.temperature_c} is outside {TEMPERATURE_RANGE[0]} to {TEMPERATURE_RANGE[1]} C")
 
     @classmethod
     def from_mapping(cls, body: Mapping[str, Any]) -> RecordEvent:

@@ -15,6 +15,7 @@ from sqlalchemy import and_, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from rems_ingest.adapters.db import codec
+from rems_ingest.adapters.db.access import AccessRecords
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient, patient_event
 from rems_ingest.core.model import Alert, Event, PatientKey, PatientState
 from rems_ingest.service.outbox import OutboxEntry
@@ -115,7 +116,7 @@ class _MessageRow:
     ack_detail: str
 
 
-class Repository:
+class Repository(AccessRecords):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"

@@ -118,3 +118,38 @@ audit = Table(
     Column("patient_pk", BigInteger, nullable=True),
     Column("detail", Text, nullable=False),
 )
+
+# ------------------------------------------------------------ access control (issue #15)
+
+# API tokens: only a hash is kept (the token is shown once, at creation)
+api_token = Table(
+    "api_token",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("name", String(120), nullable=False),
+    Column("roles", String(200), nullable=False),  # comma-separated role names
+    Column("pharmacy_id", String(200), nullable=False),  # "" = every pharmacy's patients
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 of the token
+    Column("created_at", String(40), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", String(40), nullable=True),
+    Column("revoked_at", String(40), nullable=True),
+)
+
+# who did or read what, append-only; each row carries the hash of the one before (tamper-evident)
+access_audit = Table(
+    "access_audit",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("at", String(40), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("roles", String(200), nullable=False),
+    Column("action", String(120), nullable=False),
+    Column("patient_id", String(200), nullable=False),
+    Column("patient_authority", String(200), nullable=False),
+    Column("outcome", Integer, nullable=False),  # the HTTP status answered
+    Column("source", String(64), nullable=False),  # the client address
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_access_audit_patient", access_audit.c.patient_id, access_audit.c.patient_authority)

@@ -1,31 +1,45 @@
-"""HTTP API (contract.md): enrollment, events, status, dispense check, sweep, health, metrics."""
+"""HTTP API (contract.md): enrollment, events, status, dispense check, sweep, audit, health,
+metrics. Every /v1 route names the permission it needs (service/access.GRANTS says which roles
+hold it); every state-changing request and every read of a patient is written to the access
+trail with who, role, what, which patient and the outcome. Every answer is JSON, errors too."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rems_ingest.adapters.http.identity import Authenticator, TooManyFailures, Unauthenticated
 from rems_ingest.core.errors import InvalidInput
 from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
+from rems_ingest.service.access import AccessTrail, Identity, Permission, Role
 from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
 from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = structlog.get_logger("rems_ingest.http")
+MAX_DEPTH = 8  # JSON nesting a request body may have
+IDENTITY = web.RequestKey("identity", Identity)
+ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), via="none")
+OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
-def _error(status: int, code: str, detail: str) -> web.Response:
-    return web.json_response({"error": code, "detail": detail}, status=status)
+def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
 
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is a JSON body, the framework's own 404, 405 and 413 included; an
+    unexpected exception is a JSON 500 with no detail (logged by type only, never PHI)."""
     try:
         return await handler(request)
     except InvalidInput as exc:
@@ -34,37 +48,130 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(409, "conflict", str(exc))
     except NotFound as exc:
         return _error(404, "not_found", str(exc))
+    except Unauthenticated as exc:
+        return _error(401, "unauthenticated", exc.detail, {"WWW-Authenticate": 'Bearer realm="rems-ingest"'})
+    except TooManyFailures:
+        return _error(429, "too_many_failures", "too many failed authentications from this address; wait a minute", {"Retry-After": "60"})
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json":
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
+        return _error(exc.status, code, exc.reason)
+    except Exception as exc:  # noqa: BLE001 - the boundary: never a stack trace to a client
+        log.error("http_unexpected_error", error=type(exc).__name__, path=request.match_info.route.resource.canonical if request.match_info.route.resource else "")
+        return _error(500, "internal", "unexpected error; it has been logged")
+
+
+def _depth(value: Any, limit: int) -> bool:
+    if limit < 0:
+        return False
+    if isinstance(value, dict):
+        return all(_depth(v, limit - 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_depth(v, limit - 1) for v in value)
+    return True
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    bad = {"error": "bad_json", "detail": "body must be a JSON object"}
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "detail": "body must be a JSON object"}), content_type="application/json") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "detail": "body must be a JSON object"}), content_type="application/json")
+        raise web.HTTPBadRequest(text=json.dumps(bad), content_type="application/json") from None
+    except RecursionError:
+        body = None
+    if not isinstance(body, dict) or not _depth(body, MAX_DEPTH):
+        detail = "body must be a JSON object" if body is not None else f"body is nested deeper than {MAX_DEPTH} levels"
+        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "detail": detail}), content_type="application/json")
     return body
 
 
-def build_app(clinic: ClinicService, ready: Callable[[], dict[str, Any]], reload_rules: Callable[[], str] | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=1 << 20)
+def build_app(
+    clinic: ClinicService,
+    ready: Callable[[], dict[str, Any]],
+    reload_rules: Callable[[], str] | None = None,
+    *,
+    authenticator: Authenticator | None = None,
+    trail: AccessTrail | None = None,
+    openapi: dict[str, Any] | None = None,
+) -> web.Application:
+    """``authenticator`` None: http.auth = none (loopback only; config refuses anything else)."""
+
+    @web.middleware
+    async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN or request.match_info.http_exception is not None:
+            return await handler(request)
+        source = request.remote or ""
+        who = ANONYMOUS if authenticator is None else await authenticator.identify(request.headers.get("Authorization", ""), source)
+        request[IDENTITY] = who
+        return await handler(request)
+
+    app = web.Application(middlewares=[errors, identify], client_max_size=1 << 20)
 
     def key(request: web.Request) -> PatientKey:
         return PatientKey(request.match_info["id"], request.query.get("authority", ""))
 
+    def guarded(permission: Permission, action: str, patient: Callable[[web.Request], Awaitable[PatientKey | None]] | None = None) -> Callable[[Handler], Handler]:
+        """The route's permission, and its line in the access trail (whatever the outcome)."""
+
+        def wrap(fn: Handler) -> Handler:
+            async def run(request: web.Request) -> web.StreamResponse:
+                who = request[IDENTITY]
+                status = 500
+                try:
+                    if not who.may(permission):
+                        metrics.AUTH_FAILURES.labels("forbidden").inc()
+                        status = 403
+                        return _error(403, "forbidden", f"{who.subject} ({', '.join(sorted(r.value for r in who.roles)) or 'no role'}) may not {permission.value}")
+                    response = await errors(request, fn)
+                    status = response.status
+                    return response
+                finally:
+                    if trail is not None:
+                        subject_of = await patient(request) if patient else None
+                        try:
+                            await trail.record(who, action, subject_of, status, request.remote or "")
+                        except Exception as exc:  # noqa: BLE001 - reported; the answer is already decided
+                            log.error("access_trail_write_failed", error=type(exc).__name__)
+
+            return run
+
+        return wrap
+
+    async def path_patient(request: web.Request) -> PatientKey:
+        return key(request)
+
+    async def body_patient(request: web.Request) -> PatientKey | None:
+        try:
+            body = await request.json()
+        except Exception:  # noqa: BLE001 - an unreadable body names no patient
+            return None
+        return PatientKey(str(body.get("id", ""))[:200], str(body.get("authority", ""))[:200]) if isinstance(body, dict) else None
+
+    @guarded(Permission.ENROLL, "patient.enroll", body_patient)
     async def enroll(request: web.Request) -> web.Response:
-        return web.json_response(await clinic.enroll(EnrollPatient.from_mapping(await _body(request))), status=201)
+        return web.json_response(await clinic.enroll(EnrollPatient.from_mapping(await _body(request)), actor=request[IDENTITY].subject), status=201)
 
+    @guarded(Permission.READ_PATIENT, "patient.read", path_patient)
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(await clinic.status(key(request)))
+        return web.json_response(await clinic.status(key(request), pharmacy=request[IDENTITY].pharmacy_id))
 
+    @guarded(Permission.RECORD_EVENT, "patient.event", path_patient)
     async def event(request: web.Request) -> web.Response:
-        return web.json_response(await clinic.record_event(key(request), RecordEvent.from_mapping(await _body(request))), status=201)
+        who = request[IDENTITY]
+        cmd = RecordEvent.from_mapping(await _body(request))
+        if who.via != "none":  # the event's "by" is the authenticated prescriber, never a body field
+            if cmd.by and cmd.by != who.subject:
+                raise InvalidInput(f"by is the authenticated subject ({who.subject}); do not send another")
+            cmd = replace(cmd, by=who.subject)
+        return web.json_response(await clinic.record_event(key(request), cmd, actor=who.subject), status=201)
 
+    @guarded(Permission.CHECK_DISPENSE, "patient.dispense_check", path_patient)
     async def dispense_check(request: web.Request) -> web.Response:
         on = parse_date(request.query["on"], "on") if "on" in request.query else None
-        return web.json_response(await clinic.dispense_check(key(request), on))
+        return web.json_response(await clinic.dispense_check(key(request), on, pharmacy=request[IDENTITY].pharmacy_id))
 
+    @guarded(Permission.RUN_SWEEP, "sweep.overdue")
     async def sweep(request: web.Request) -> web.Response:
         now = None
         if "now" in request.query:
@@ -76,6 +183,26 @@ def build_app(clinic: ClinicService, ready: Callable[[], dict[str, Any]], reload
                 raise InvalidInput("now must include a UTC offset, e.g. 2026-03-05T09:00:00+00:00")
         return web.json_response({"alerts": await clinic.sweep_overdue(now)})
 
+    @guarded(Permission.RELOAD_RULES, "rules.reload")
+    async def reload(_: web.Request) -> web.Response:
+        """Same as SIGHUP: a profile that does not load is refused and the one in force stays."""
+        if reload_rules is None:
+            return _error(404, "not_found", "reload is not available")
+        try:
+            return web.json_response({"rules_profile": reload_rules()})
+        except Exception as exc:  # noqa: BLE001 - report; the old profile stays in force
+            return _error(422, "invalid_profile", str(exc))
+
+    async def audit_patient(request: web.Request) -> PatientKey | None:
+        return PatientKey(request.query["patient"], request.query.get("authority", "")) if "patient" in request.query else None
+
+    @guarded(Permission.READ_AUDIT, "audit.read", audit_patient)
+    async def audit_view(request: web.Request) -> web.Response:
+        if trail is None:
+            return _error(404, "not_found", "no access trail")
+        rows = await trail.show(await audit_patient(request), limit=500)
+        return web.json_response({"entries": rows})
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -86,22 +213,18 @@ def build_app(clinic: ClinicService, ready: Callable[[], dict[str, Any]], reload
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def openapi_view(_: web.Request) -> web.Response:
+        return web.json_response(openapi or {})
+
     app.router.add_post("/v1/patients", enroll)
     app.router.add_get("/v1/patients/{id}", status)
     app.router.add_post("/v1/patients/{id}/events", event)
     app.router.add_get("/v1/patients/{id}/dispense-check", dispense_check)
     app.router.add_post("/v1/sweeps/overdue", sweep)
-    async def reload(_: web.Request) -> web.Response:
-        """Same as SIGHUP: a profile that does not load is refused and the one in force stays."""
-        if reload_rules is None:
-            return _error(404, "not_found", "reload is not available")
-        try:
-            return web.json_response({"rules_profile": reload_rules()})
-        except Exception as exc:  # noqa: BLE001 - report; the old profile stays in force
-            return _error(422, "invalid_profile", str(exc))
-
     app.router.add_post("/v1/admin/reload-rules", reload)
+    app.router.add_get("/v1/audit", audit_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/openapi.json", openapi_view)
     return app

@@ -1,0 +1,89 @@
+"""The API as an OpenAPI 3.1 document, served at /openapi.json. The request bodies state the
+limits ``service/commands.py`` enforces (kept in step by tests/integration/test_access.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rems_ingest.core.model import CLINICAL_EVENT_TYPES
+from rems_ingest.service.access import GRANTS, Permission
+from rems_ingest.service.commands import BASELINE_MAX, RATIONALE_LIMIT, TEMPERATURE_RANGE, TEXT_LIMIT
+
+_TEXT = {"type": "string", "maxLength": TEXT_LIMIT}
+_DATE = {"type": "string", "format": "date"}
+_ERROR = {"type": "object", "required": ["error", "detail"], "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+_OBJECT = {"type": "object"}
+
+
+def _roles(p: Permission) -> str:
+    return ", ".join(sorted(r.value for r, grants in GRANTS.items() if p in grants))
+
+
+def _op(summary: str, permission: Permission | None, ok: int = 200, body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(ok): {"description": "OK", "content": {"application/json": {"schema": _OBJECT}}}}
+    for code in ("400", "401", "403", "404", "405", "409", "413", "422", "429"):
+        responses[code] = {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
+    op: dict[str, Any] = {"summary": summary + (f" (roles: {_roles(permission)})" if permission else ""), "responses": responses}
+    if permission is None:
+        op["security"] = []
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _q(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": TEXT_LIMIT}}
+
+ENROLL = {
+    "type": "object",
+    "required": ["id", "population", "therapy_start"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": TEXT_LIMIT},
+        "authority": _TEXT,
+        "population": {"enum": ["general", "ben"]},
+        "therapy_start": _DATE,
+        "baseline_anc": {"type": ["number", "null"], "minimum": 0, "maximum": float(BASELINE_MAX)},
+        "monitoring_frequency": {"enum": ["weekly", "every_2_weeks", "monthly", None]},
+        "prescriber_id": _TEXT,
+        "pharmacy_id": _TEXT,
+    },
+}
+EVENT = {
+    "type": "object",
+    "required": ["type", "on"],
+    "properties": {
+        "type": {"enum": sorted(CLINICAL_EVENT_TYPES)},
+        "on": _DATE,
+        "rationale": {"type": "string", "maxLength": RATIONALE_LIMIT},
+        "abrupt": {"type": "boolean"},
+        "temperature_c": {"type": ["number", "null"], "minimum": float(TEMPERATURE_RANGE[0]), "maximum": float(TEMPERATURE_RANGE[1])},
+        "event_id": _TEXT,
+        "by": {"type": "string", "description": "ignored unless equal to the authenticated subject, who is the event's author"},
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    authority = _q("authority", _TEXT)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "rems-ingest", "version": "1", "description": "Clozapine ANC monitoring: enrollment, clinical events, status, dispense check."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API token (rems-ingest token create) or an OIDC JWT"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/patients": {"post": _op("Enroll a patient", Permission.ENROLL, 201, ENROLL)},
+            "/v1/patients/{id}": {"get": _op("A patient's status", Permission.READ_PATIENT, params=[_ID, authority])},
+            "/v1/patients/{id}/events": {"post": _op("Record a clinical event", Permission.RECORD_EVENT, 201, EVENT, [_ID, authority])},
+            "/v1/patients/{id}/dispense-check": {"get": _op("May clozapine be dispensed?", Permission.CHECK_DISPENSE, params=[_ID, authority, _q("on", _DATE)])},
+            "/v1/sweeps/overdue": {"post": _op("Run the overdue sweep", Permission.RUN_SWEEP, params=[_q("now", {"type": "string", "format": "date-time"})])},
+            "/v1/admin/reload-rules": {"post": _op("Reload the rules profile", Permission.RELOAD_RULES)},
+            "/v1/audit": {"get": _op("The access trail", Permission.READ_AUDIT, params=[_q("patient", _TEXT), authority])},
+            "/healthz": {"get": _op("Alive", None)},
+            "/readyz": {"get": _op("Ready (503 with reasons when not)", None)},
+        },
+    }
