@@ -218,3 +218,32 @@ def test_an_unauthenticated_public_bind_is_refused(tmp_path: Path) -> None:
         check_settings(s)
     s.http.auth = "tokens"
     check_settings(s)  # tokens (and OIDC, when configured) on any address
+
+
+async def test_the_cli_goes_through_the_api_with_a_token(api: Client, tmp_path: Path) -> None:
+    """REMS_API_URL + a token: a prescriber on another machine needs no database credentials,
+    and the trail names the token's holder (issue #15)."""
+    import asyncio
+    import os
+    import subprocess
+
+    from tests.process import BIN
+
+    await _patient(api, "R1")
+    dr = await api.token(Role.PRESCRIBER, name="DR-REMOTE")
+    pharmacy = await api.token(Role.PHARMACY, name="RX-REMOTE")
+    (tmp_path / "rx.token").write_text(pharmacy + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMS_")} | {"REMS_API_URL": api.base, "REMS_STORE__URL": "sqlite:////nonexistent/never.db"}
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN), *args], env={**env, **extra}, capture_output=True, text=True, timeout=60)
+
+    fever = await asyncio.to_thread(run, "event", "R1", "fever", "--authority", "HOSP", "--on", date.today().isoformat(), "--temperature-c", "38.7", REMS_API_TOKEN=dr)
+    assert 0 == fever.returncode, fever.stderr
+    assert "monitoring.confirm_repeat" in fever.stdout
+    check = await asyncio.to_thread(run, "--token-file", str(tmp_path / "rx.token"), "dispense-check", "R1", "--authority", "HOSP")
+    assert 0 == check.returncode and '"authorized"' in check.stdout, check.stderr
+    refused = await asyncio.to_thread(run, "enroll", "R9", "--population", "general", "--therapy-start", START.isoformat(), REMS_API_TOKEN=pharmacy)
+    assert 1 == refused.returncode and "answered 403" in refused.stderr and "Traceback" not in refused.stderr
+    entries = (await api.call("GET", "/v1/audit?patient=R1&authority=HOSP", await api.token(Role.AUDITOR)))[1]["entries"]
+    assert {"DR-REMOTE", "RX-REMOTE"} <= {e["subject"] for e in entries}

@@ -44,8 +44,9 @@ def settings(ctx: click.Context, *, daemon: bool = False) -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", type=click.Path(path_type=Path), help="TOML config file (default config/rems-ingest.toml; env REMS_CONFIG).")
 @click.option("--debug", is_flag=True, help="On an unexpected error, print its traceback.")
+@click.option("--token-file", type=click.Path(path_type=Path), help="API token for REMS_API_URL (else REMS_API_TOKEN).")
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, config: Path | None, debug: bool, token_file: Path | None) -> None:
     """HL7 lab feed -> clozapine ANC rules -> durable alerts on RabbitMQ."""
     ctx.ensure_object(dict)["config"] = config
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from rems_ingest.cli._common import cli, fail, run_clinic, services
+from rems_ingest.cli._remote import call, remote
 from rems_ingest.core.errors import CoreError, InvalidInput
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, Frequency, PatientKey, Population
 from rems_ingest.service.clinic import Conflict
@@ -22,6 +25,14 @@ from rems_ingest.service.commands import EnrollPatient, RecordEvent
 
 _FREQUENCIES = ["weekly", "every_2_weeks", "monthly"]
 T = TypeVar("T")
+
+
+def _show(answer: object) -> None:
+    click.echo(json.dumps(answer, indent=2, default=str))
+
+
+def _quote(patient_id: str) -> str:
+    return urllib.parse.quote(patient_id, safe="")
 
 
 def _decimal(value: float | None) -> Decimal | None:
@@ -50,6 +61,9 @@ def enroll(ctx: click.Context, patient_id: str, authority: str, population: str,
     """Enroll a patient (baseline rules use ANCs already received)."""
     freq = Frequency(monitoring_frequency) if monitoring_frequency else None
     cmd = _command(EnrollPatient, PatientKey(patient_id, authority), Population(population), therapy_start.date(), _decimal(baseline_anc), freq, prescriber, pharmacy)
+    if target := remote(ctx):
+        body = {"id": patient_id, "authority": authority, "population": population, "therapy_start": cmd.therapy_start.isoformat(), "baseline_anc": baseline_anc, "monitoring_frequency": monitoring_frequency, "prescriber_id": prescriber, "pharmacy_id": pharmacy}
+        return _show(call(target, "POST", "/v1/patients", body=body))
     run_clinic(ctx, lambda c: c.enroll(cmd, actor="cli"), create=True)
 
 
@@ -65,7 +79,12 @@ def enroll(ctx: click.Context, patient_id: str, authority: str, population: str,
 @click.pass_context
 def event(ctx: click.Context, patient_id: str, type_: str, authority: str, on: datetime, by: str, rationale: str, temperature_c: float | None, planned: bool) -> None:
     """Record a prescriber or clinical event."""
-    cmd = _command(RecordEvent, type_, on.date(), by, rationale, not planned, _decimal(temperature_c))
+    target = remote(ctx)
+    # through the API the author is the token's subject, so --by is neither needed nor sent
+    cmd = _command(RecordEvent, type_, on.date(), by or ("token subject" if target else ""), rationale, not planned, _decimal(temperature_c))
+    if target:
+        body = {"type": type_, "on": cmd.on.isoformat(), "rationale": rationale, "abrupt": not planned, "temperature_c": temperature_c, "event_id": cmd.event_id}
+        return _show(call(target, "POST", f"/v1/patients/{_quote(patient_id)}/events", {"authority": authority}, body))
     run_clinic(ctx, lambda c: c.record_event(PatientKey(patient_id, authority), cmd, actor="cli"))
 
 
@@ -76,6 +95,8 @@ def event(ctx: click.Context, patient_id: str, type_: str, authority: str, on: d
 @click.pass_context
 def dispense_check(ctx: click.Context, patient_id: str, authority: str, on: datetime | None) -> None:
     """May clozapine be dispensed? Any doubt means no, with the reason."""
+    if target := remote(ctx):
+        return _show(call(target, "GET", f"/v1/patients/{_quote(patient_id)}/dispense-check", {"authority": authority, "on": on.date().isoformat() if on else ""}))
     run_clinic(ctx, lambda c: c.dispense_check(PatientKey(patient_id, authority), on.date() if on else None))
 
 
@@ -85,6 +106,8 @@ def dispense_check(ctx: click.Context, patient_id: str, authority: str, on: date
 @click.pass_context
 def status(ctx: click.Context, patient_id: str, authority: str) -> None:
     """A patient's state, category, frequency, next due date and recent history."""
+    if target := remote(ctx):
+        return _show(call(target, "GET", f"/v1/patients/{_quote(patient_id)}", {"authority": authority}))
     run_clinic(ctx, lambda c: c.status(PatientKey(patient_id, authority)))
 
 
