@@ -145,6 +145,9 @@ class Daemon:
             https = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             https.minimum_version = ssl.TLSVersion.TLSv1_2
             https.load_cert_chain(str(s.http.tls_cert), str(s.http.tls_key))
+            if s.http.tls_client_ca:  # asked for, not required: a bearer token still works without one
+                https.load_verify_locations(str(s.http.tls_client_ca))
+                https.verify_mode = ssl.CERT_OPTIONAL
         site = web.TCPSite(self._runner, s.http.host, s.http.port, ssl_context=https)
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

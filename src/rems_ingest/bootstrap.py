@@ -15,7 +15,7 @@ from rems_ingest.adapters.db.unit_of_work import StoreOutboxSource, StoreUnitOfW
 from rems_ingest.adapters.http.identity import Authenticator, JwtVerifier
 from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder
-from rems_ingest.service.access import AccessTrail, TokenService
+from rems_ingest.service.access import AccessTrail, Identity, TokenService, parse_roles
 from rems_ingest.service.clinic import ClinicService
 from rems_ingest.service.ingest import IngestService
 from rems_ingest.service.replay import ReplayService
@@ -63,4 +63,5 @@ def build_authenticator(s: Settings, tokens: TokenService) -> Authenticator | No
     verifier = None
     if h.oidc_issuer:
         verifier = JwtVerifier(h.oidc_issuer, h.oidc_audience, h.oidc_jwks_url, h.oidc_jwks_file, h.oidc_subject_claim, h.oidc_roles_claim, dict(h.oidc_role_map), h.oidc_pharmacy_claim)
-    return Authenticator(tokens, verifier, h.max_auth_failures_per_minute)
+    certificates = {cn: Identity(cn, parse_roles(m.roles), m.pharmacy_id, via="mtls") for cn, m in h.mtls_identities.items()}
+    return Authenticator(tokens, verifier, h.max_auth_failures_per_minute, certificates)

@@ -174,6 +174,11 @@ class AmqpSettings(_Section):
         return url
 
 
+class MtlsIdentity(_Section):
+    roles: list[Literal["pharmacy", "prescriber", "clinic", "integration", "auditor"]] = Field(min_length=1)
+    pharmacy_id: str = ""
+
+
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -183,6 +188,11 @@ class HttpSettings(_Section):
     auth: Literal["tokens", "none"] = "tokens"
     tls_cert: Path | None = None  # HTTPS
     tls_key: Path | None = None
+    # mutual TLS: client certificates signed by this CA are asked for (optional: a client
+    # without one may still use a bearer token); a verified certificate whose subject CN is in
+    # mtls_identities is that identity, e.g. {"rx-main-st" = {roles = ["pharmacy"], pharmacy_id = "RX1"}}
+    tls_client_ca: Path | None = None
+    mtls_identities: dict[str, MtlsIdentity] = {}
     # OIDC: bearer JWTs signed by the hospital's identity provider, checked against its JWKS
     oidc_issuer: str = ""
     oidc_audience: str = ""
@@ -278,6 +288,10 @@ def _check_http(h: HttpSettings) -> None:
             raise ConfigError(f"http.oidc_role_map.{name} = {role!r}: roles are pharmacy, prescriber, clinic, integration, auditor")
     if bool(h.tls_cert) != bool(h.tls_key):
         raise ConfigError("http.tls_cert and http.tls_key go together: set both or neither")
+    if (h.tls_client_ca or h.mtls_identities) and not h.tls_cert:
+        raise ConfigError("http.tls_client_ca and http.mtls_identities need HTTPS (http.tls_cert and http.tls_key)")
+    if h.tls_client_ca and not h.tls_client_ca.is_file():
+        raise ConfigError(f"http.tls_client_ca {h.tls_client_ca}: No such file")
     if h.tls_cert and h.tls_key:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(h.tls_cert), str(h.tls_key))

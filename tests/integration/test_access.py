@@ -247,3 +247,52 @@ async def test_the_cli_goes_through_the_api_with_a_token(api: Client, tmp_path: 
     assert 1 == refused.returncode and "answered 403" in refused.stderr and "Traceback" not in refused.stderr
     entries = (await api.call("GET", "/v1/audit?patient=R1&authority=HOSP", await api.token(Role.AUDITOR)))[1]["entries"]
     assert {"DR-REMOTE", "RX-REMOTE"} <= {e["subject"] for e in entries}
+
+
+async def test_a_client_certificate_maps_to_its_identity_over_https(tmp_path: Path) -> None:
+    """mTLS (issue #15): a certificate the hospital CA signed, whose CN is in
+    http.mtls_identities, is that identity; an unmapped one still needs a bearer token."""
+    import ssl
+
+    import trustme
+
+    from rems_ingest.config import MtlsIdentity
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    server.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    s = make_settings(tmp_path)
+    s.http.auth = "tokens"
+    s.http.tls_cert = s.http.tls_key = tmp_path / "server.pem"
+    s.http.tls_client_ca = tmp_path / "ca.pem"
+    s.http.mtls_identities = {"rx-main-st": MtlsIdentity(roles=["pharmacy"], pharmacy_id="RX1")}
+    d = Daemon(s)
+    await d.start()
+    try:
+        client = Client(d, aiohttp.ClientSession())
+        client.base = f"https://127.0.0.1:{d.http_port}"
+        async with client.s:
+            await _patient_over(client, ca)
+            for cn, expected in (("rx-main-st", 200), ("someone-else", 401)):
+                ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+                ca.issue_cert("127.0.0.1", common_name=cn).configure_cert(ctx)
+                async with client.s.get(client.base + "/v1/patients/M1/dispense-check?authority=HOSP", ssl=ctx) as r:
+                    assert expected == r.status, (cn, await r.text())
+            entries = await d.services.trail.show(None)
+            assert any(e["subject"] == "rx-main-st" and e["outcome"] == 200 for e in entries)
+    finally:
+        await d.shutdown()
+
+
+async def _patient_over(api: Client, ca: Any) -> None:
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    async with MllpClient("127.0.0.1", api.d.server.bound_port) as c:
+        assert b"MSA|AA" in await c.send(oru("M1-B", "M1", START - timedelta(days=1), "1.8", "M1-B"))
+    clinic = await api.token(Role.CLINIC)
+    body = {"id": "M1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat(), "pharmacy_id": "RX1"}
+    async with api.s.post(api.base + "/v1/patients", json=body, headers={"Authorization": f"Bearer {clinic}"}, ssl=ctx) as r:
+        assert 201 == r.status, await r.text()

@@ -102,7 +102,8 @@ def build_app(
         if request.path in OPEN or request.match_info.http_exception is not None:
             return await handler(request)
         source = request.remote or ""
-        who = ANONYMOUS if authenticator is None else await authenticator.identify(request.headers.get("Authorization", ""), source)
+        peercert = request.transport.get_extra_info("peercert") if request.transport is not None else None
+        who = ANONYMOUS if authenticator is None else await authenticator.identify(request.headers.get("Authorization", ""), source, peercert)
         request[IDENTITY] = who
         return await handler(request)
 

@@ -99,9 +99,15 @@ class Authenticator:
     tokens: TokenService
     jwt: JwtVerifier | None = None
     max_failures_per_minute: int = 20
+    certificates: dict[str, Identity] = field(default_factory=dict)  # client certificate subject CN -> identity
     _failures: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
 
-    async def identify(self, authorization: str, source: str) -> Identity:
+    async def identify(self, authorization: str, source: str, peercert: dict[str, Any] | None = None) -> Identity:
+        """A verified client certificate mapped in http.mtls_identities, else the bearer credential."""
+        if peercert and not authorization:
+            who = self.certificates.get(_common_name(peercert))
+            if who is not None:
+                return who
         self._check_rate(source)
         try:
             return await self._identify(authorization)
@@ -137,3 +143,12 @@ class Authenticator:
         self._failures[source] = [t for t in self._failures.pop(source, []) if t > now - 60] + [now]
         while len(self._failures) > 10_000:  # bounded: a scan from many addresses cannot grow it
             self._failures.popitem(last=False)
+
+
+def _common_name(peercert: dict[str, Any]) -> str:
+    """The subject CN of a certificate the TLS layer verified (ssl.getpeercert() form)."""
+    for rdn in peercert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return ""
