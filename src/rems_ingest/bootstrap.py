@@ -19,6 +19,7 @@ from rems_ingest.service.access import AccessTrail, Identity, TokenService, pars
 from rems_ingest.service.clinic import ClinicService
 from rems_ingest.service.ingest import IngestService
 from rems_ingest.service.replay import ReplayService
+from rems_ingest.service.worklists import WorklistService
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Services:
     replay: ReplayService
     tokens: TokenService
     trail: AccessTrail
+    worklists: WorklistService
 
 
 def build_services(s: Settings, *, create_store: bool = True) -> Services:
@@ -52,7 +54,7 @@ def build_services(s: Settings, *, create_store: bool = True) -> Services:
     ingest = IngestService(uow, policy, **s.mllp.ingest_options())
     ingest.on_alerts = relay.wake
     clinic = ClinicService(uow, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
-    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow))
+    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow), WorklistService(uow, policy, timezone=s.rules.timezone))
 
 
 def build_authenticator(s: Settings, tokens: TokenService) -> Authenticator | None:

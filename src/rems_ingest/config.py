@@ -275,7 +275,6 @@ def _loopback(host: str) -> bool:
 
 
 def _check_http(h: HttpSettings) -> None:
-    import ssl
 
     if h.auth == "none" and not _loopback(h.host):
         raise ConfigError(f"http.auth = none on {h.host}: anyone who can reach it could read patients and lift a pharmacy hold; use http.auth = tokens (and OIDC if you have one) or bind http.host to 127.0.0.1")
@@ -286,6 +285,12 @@ def _check_http(h: HttpSettings) -> None:
     for name, role in h.oidc_role_map.items():
         if role not in ("pharmacy", "prescriber", "clinic", "integration", "auditor"):
             raise ConfigError(f"http.oidc_role_map.{name} = {role!r}: roles are pharmacy, prescriber, clinic, integration, auditor")
+    _check_https(h)
+
+
+def _check_https(h: HttpSettings) -> None:
+    import ssl
+
     if bool(h.tls_cert) != bool(h.tls_key):
         raise ConfigError("http.tls_cert and http.tls_key go together: set both or neither")
     if (h.tls_client_ca or h.mtls_identities) and not h.tls_cert:

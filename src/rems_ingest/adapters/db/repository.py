@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.access import AccessRecords
+from rems_ingest.adapters.db.console_queries import ConsoleQueries
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient, patient_event
 from rems_ingest.core.model import Alert, Event, PatientKey, PatientState
 from rems_ingest.service.outbox import OutboxEntry
@@ -116,7 +117,7 @@ class _MessageRow:
     ack_detail: str
 
 
-class Repository(AccessRecords):
+class Repository(AccessRecords, ConsoleQueries):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"

@@ -53,7 +53,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except TooManyFailures:
         return _error(429, "too_many_failures", "too many failed authentications from this address; wait a minute", {"Retry-After": "60"})
     except web.HTTPException as exc:
-        if exc.content_type == "application/json":
+        if exc.status < 400 or exc.content_type == "application/json":  # redirects, and errors already JSON
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
         return _error(exc.status, code, exc.reason)
@@ -99,7 +99,7 @@ def build_app(
 
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN or request.match_info.http_exception is not None:
+        if request.path in OPEN or request.path.startswith("/ui") or request.match_info.http_exception is not None:  # the console checks its own session
             return await handler(request)
         source = request.remote or ""
         peercert = request.transport.get_extra_info("peercert") if request.transport is not None else None

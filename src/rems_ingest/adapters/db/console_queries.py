@@ -1,0 +1,67 @@
+"""Reads the web console needs (worklists, the patient page, the message browser): mixed into
+the Repository so pages go through the same unit of work as the JSON API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection
+
+from rems_ingest.adapters.db import codec
+from rems_ingest.adapters.db.schema import inbound_message, observation, outbox, patient
+from rems_ingest.core.model import PatientKey
+from rems_ingest.service.ports import PatientRow
+
+
+class ConsoleQueries:
+    conn: Connection
+
+    def enrolled_patients(self, prescriber: str = "", pharmacy: str = "", limit: int = 100_000) -> list[PatientRow]:
+        q = select(patient.c.id, patient.c.patient_id, patient.c.authority, patient.c.state, patient.c.version, patient.c.last_sort_key, patient.c.prescriber_id, patient.c.pharmacy_id).where(patient.c.enrolled.is_(True))
+        if prescriber:
+            q = q.where(patient.c.prescriber_id == prescriber)
+        if pharmacy:
+            q = q.where(patient.c.pharmacy_id == pharmacy)
+        rows = self.conn.execute(q.order_by(patient.c.id).limit(limit))
+        return [PatientRow(r.id, PatientKey(r.patient_id, r.authority), True, codec.load_state(r.state), r.version, r.last_sort_key, r.prescriber_id, r.pharmacy_id) for r in rows]
+
+    def unenrolled_with_results(self, since: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Results that reached no enrolled patient (a typo'd MRN, a patient not yet enrolled)."""
+        q = (
+            select(patient.c.patient_id, patient.c.authority, func.count(observation.c.id).label("results"), func.max(observation.c.observed_at).label("last"))
+            .join(observation, observation.c.patient_pk == patient.c.id)
+            .where(patient.c.enrolled.is_(False), patient.c.updated_at >= since)
+            .group_by(patient.c.patient_id, patient.c.authority)
+            .order_by(func.max(observation.c.observed_at).desc())
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in self.conn.execute(q)]
+
+    def recent_alerts_of_kind(self, kind: str, since: str, limit: int = 200) -> list[dict[str, Any]]:
+        q = select(outbox.c.alert_id, outbox.c.created_at, outbox.c.payload).where(and_(outbox.c.kind == kind, outbox.c.created_at >= since)).order_by(outbox.c.id.desc()).limit(limit)
+        return [dict(r._mapping) for r in self.conn.execute(q)]
+
+    def observation_points(self, pk: int, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Every result of a patient, oldest first, with the message it came in (for the chart and table)."""
+        q = (
+            select(observation.c.anc_per_ul, observation.c.status, observation.c.observed_at, observation.c.code, observation.c.derived, observation.c.censored, inbound_message.c.control_id, inbound_message.c.sending_facility, inbound_message.c.id.label("message_id"))
+            .join(inbound_message, inbound_message.c.id == observation.c.message_id)
+            .where(observation.c.patient_pk == pk)
+            .order_by(observation.c.observed_at, observation.c.id)
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in self.conn.execute(q)]
+
+    def messages(self, *, status: str = "", control_id: str = "", sender: str = "", ack: str = "", limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        cols = (inbound_message.c.id, inbound_message.c.received_at, inbound_message.c.sending_app, inbound_message.c.sending_facility, inbound_message.c.control_id, inbound_message.c.status, inbound_message.c.ack_code, inbound_message.c.ack_detail)
+        q = select(*cols)
+        if status:
+            q = q.where(inbound_message.c.status == status)
+        if control_id:
+            q = q.where(inbound_message.c.control_id == control_id)
+        if sender:
+            q = q.where(inbound_message.c.sending_facility == sender)
+        if ack:
+            q = q.where(inbound_message.c.ack_code == ack)
+        return [dict(r._mapping) for r in self.conn.execute(q.order_by(inbound_message.c.id.desc()).limit(limit).offset(offset))]

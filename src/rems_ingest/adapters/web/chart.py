@@ -1,0 +1,88 @@
+"""The ANC chart as server-rendered SVG: no JavaScript, no CDN, prints as drawn.
+
+Bands follow the patient's population and the rules profile (general 1500/1000/500, BEN
+1000/500, UK green/amber/red); points are drawn by result status — final a filled circle,
+corrected a diamond, preliminary a hollow circle, deleted or wrong a cross — and each carries
+its value, date and category in text (a <title>), so nothing is told by colour alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from html import escape
+
+from rems_ingest.core.categories import categorize
+from rems_ingest.core.model import Population
+from rems_ingest.core.policy import RulesPolicy
+
+W, H, LEFT, RIGHT, TOP, BOTTOM = 820, 300, 56, 16, 12, 34
+STATUS_NAMES = {"F": "final", "C": "corrected", "P": "preliminary", "D": "deleted", "W": "wrong", "X": "not_done"}
+COLOURS = {"normal": "#dff3e4", "green": "#dff3e4", "mild": "#fff6cc", "amber": "#ffe3b3", "ben_neutropenia": "#fff6cc", "moderate": "#ffd9b3", "severe": "#f8c9c9", "red": "#f8c9c9"}
+
+
+@dataclass(frozen=True)
+class Band:
+    low: Decimal
+    high: Decimal | None
+    name: str
+
+
+def bands(policy: RulesPolicy, population: Population) -> list[Band]:
+    if policy.uk:
+        return [Band(policy.uk_green_neut, None, "green"), Band(policy.uk_red_neut, policy.uk_green_neut, "amber"), Band(Decimal(0), policy.uk_red_neut, "red")]
+    if population is Population.BEN:
+        return [Band(policy.ben_normal, None, "normal"), Band(policy.ben_severe, policy.ben_normal, "ben_neutropenia"), Band(Decimal(0), policy.ben_severe, "severe")]
+    return [Band(policy.gp_normal, None, "normal"), Band(policy.gp_mild, policy.gp_normal, "mild"), Band(policy.gp_moderate, policy.gp_mild, "moderate"), Band(Decimal(0), policy.gp_moderate, "severe")]
+
+
+def svg(policy: RulesPolicy, population: Population, results: list[dict[str, object]]) -> str:
+    points = [(datetime.fromisoformat(str(r["observed_at"])), Decimal(str(r["anc_per_ul"])), STATUS_NAMES.get(str(r["status"]), str(r["status"]))) for r in results]
+    bs = bands(policy, population)
+    top_value = max([Decimal(3000), *(v * Decimal("1.1") for _, v, _ in points)])
+    if points:
+        t0, t1 = min(p[0] for p in points), max(p[0] for p in points)
+    else:
+        t0 = t1 = datetime.now()
+    if t1 - t0 < timedelta(days=7):
+        t0, t1 = t0 - timedelta(days=3), t1 + timedelta(days=4)
+    span = (t1 - t0).total_seconds()
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def x(t: datetime) -> float:
+        return LEFT + pw * (t - t0).total_seconds() / span
+
+    def y(v: Decimal) -> float:
+        return TOP + ph * (1 - float(min(v, top_value) / top_value))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" role="img" aria-labelledby="chart-title" class="anc-chart">',
+           f'<title id="chart-title">ANC over time, {len(points)} result(s), bands for {escape(population.value)} ({escape(policy.label)})</title>']
+    for b in bs:
+        hi = b.high if b.high is not None else top_value
+        out.append(f'<rect class="band band-{b.name}" data-band="{b.name}" data-low="{b.low}" x="{LEFT}" y="{y(hi):.1f}" width="{pw}" height="{max(0.0, y(b.low) - y(hi)):.1f}" fill="{COLOURS[b.name]}"><title>{b.name.replace("_", " ")}: {b.low}{"+" if b.high is None else f"–{b.high}"} /uL</title></rect>')
+        if b.low > 0:
+            out.append(f'<text x="{LEFT - 4}" y="{y(b.low) + 4:.1f}" text-anchor="end" font-size="11">{b.low}</text>')
+    out.append(f'<text x="{LEFT + 4}" y="{TOP + 12}" font-size="11">cells/uL</text>')
+    for i in range(5):
+        t = t0 + (t1 - t0) * i / 4
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        out.append(f'<text x="{x(t):.1f}" y="{H - 12}" text-anchor="{anchor}" font-size="11">{t.date()}</text>')
+    line = [(x(t), y(v)) for t, v, st in points if st in ("final", "corrected")]
+    if len(line) > 1:
+        out.append('<polyline fill="none" stroke="#445" stroke-width="1.2" points="' + " ".join(f"{a:.1f},{b:.1f}" for a, b in line) + '"/>')
+    out += [_point(x(t), y(v), v, t, st, categorize(policy, population, v).value.replace("_", " ")) for t, v, st in points]
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _point(cx: float, cy: float, v: Decimal, t: datetime, st: str, cat: str) -> str:
+    """One result, its shape by status and its value, date and category in text."""
+    label = f"<title>{v.normalize():f}/uL on {t.date()}: {cat} ({st})</title>"
+    attrs = f'class="point point-{st}" data-status="{st}" data-anc="{v.normalize():f}" data-category="{cat}"'
+    if st == "corrected":
+        return f'<path {attrs} d="M{cx:.1f},{cy - 6:.1f} L{cx + 6:.1f},{cy:.1f} L{cx:.1f},{cy + 6:.1f} L{cx - 6:.1f},{cy:.1f} Z" fill="#114">{label}</path>'
+    if st == "preliminary":
+        return f'<circle {attrs} cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="#fff" stroke="#114" stroke-width="2">{label}</circle>'
+    if st in ("deleted", "wrong"):
+        return f'<path {attrs} d="M{cx - 5:.1f},{cy - 5:.1f} L{cx + 5:.1f},{cy + 5:.1f} M{cx - 5:.1f},{cy + 5:.1f} L{cx + 5:.1f},{cy - 5:.1f}" stroke="#a00" stroke-width="2">{label}</path>'
+    return f'<circle {attrs} cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="#114">{label}</circle>'

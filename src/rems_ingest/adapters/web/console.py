@@ -1,0 +1,187 @@
+"""Console routes: a login with an API token (kept in an HttpOnly, SameSite=Strict cookie and
+checked again on every request, so a revoked token logs out at once), CSRF tokens on every
+form, pages that call the same services as the JSON API and the same permission table.
+Templates are Jinja2 (aiohttp-jinja2: autoescaped, well kept); the chart is server-side SVG."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import secrets
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from rems_ingest.adapters.http.identity import Authenticator, TooManyFailures, Unauthenticated
+from rems_ingest.adapters.web.chart import STATUS_NAMES, bands, svg
+from rems_ingest.core.errors import CoreError
+from rems_ingest.core.model import CLINICAL_EVENT_TYPES, PatientKey
+from rems_ingest.core.policy import RulesPolicy
+from rems_ingest.service.access import AccessTrail, Identity, Permission, Role
+from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
+from rems_ingest.service.commands import RecordEvent, parse_date
+from rems_ingest.service.worklists import LISTS, Filters, WorklistService
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "rems_session"
+PAGE = 50
+ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), via="none")
+
+
+class Console:
+    def __init__(self, clinic: ClinicService, worklists: WorklistService, policy: Any, authenticator: Authenticator | None, trail: AccessTrail | None) -> None:
+        self.clinic, self.worklists, self.policy = clinic, worklists, policy
+        self.authenticator, self.trail = authenticator, trail
+        self._secret = secrets.token_bytes(32)  # CSRF tokens: valid for this process's life
+
+    def routes(self, app: web.Application) -> None:
+        aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=jinja2.select_autoescape(default=True), app_key=aiohttp_jinja2.APP_KEY)
+        app.router.add_get("/ui", self.home)
+        app.router.add_get("/ui/", self.home)
+        app.router.add_get("/ui/login", self.login_form)
+        app.router.add_post("/ui/login", self.login)
+        app.router.add_post("/ui/logout", self.logout)
+        app.router.add_get("/ui/worklists", self.worklist_page)
+        app.router.add_get("/ui/patients/{id}", self.patient_page)
+        app.router.add_post("/ui/patients/{id}/events", self.post_event)
+        app.router.add_get("/ui/messages", self.messages_page)
+        app.router.add_static("/ui/static", HERE / "static")
+
+    # ------------------------------------------------------------ identity, CSRF, rendering
+
+    def csrf(self, token: str) -> str:
+        return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def who(self, request: web.Request) -> tuple[Identity, str]:
+        if self.authenticator is None:
+            return ANONYMOUS, ""
+        token = request.cookies.get(COOKIE, "")
+        if not token:
+            raise web.HTTPFound("/ui/login")
+        try:
+            return await self.authenticator.identify(f"Bearer {token}", request.remote or ""), token
+        except (Unauthenticated, TooManyFailures):
+            response = web.HTTPFound("/ui/login")
+            response.del_cookie(COOKIE, path="/ui")
+            raise response from None
+
+    def render(self, name: str, request: web.Request, who: Identity | None, token: str, status: int = 200, **context: Any) -> web.Response:
+        roles = ", ".join(sorted(r.value for r in who.roles)) if who else ""
+        base = {"who": who, "roles": roles, "csrf": self.csrf(token) if who else "", "can_read": bool(who and who.may(Permission.READ_PATIENT)), "can_messages": bool(who and who.may(Permission.RUN_SWEEP))}
+        return aiohttp_jinja2.render_template(name, request, {**base, **context}, status=status)
+
+    async def audit(self, who: Identity, action: str, key: PatientKey | None, status: int, request: web.Request) -> None:
+        if self.trail is not None:
+            await self.trail.record(who, action, key, status, request.remote or "")
+
+    def forbidden(self, request: web.Request, who: Identity, token: str, what: str) -> web.Response:
+        return self.render("base.html", request, who, token, status=403, error=f"{who.subject} may not {what}")
+
+    # ------------------------------------------------------------ pages
+
+    async def home(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/ui/worklists")
+
+    async def login_form(self, request: web.Request) -> web.Response:
+        return self.render("login.html", request, None, "")
+
+    async def login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        token = str(form.get("token", "")).strip()
+        if self.authenticator is not None:
+            try:
+                await self.authenticator.identify(f"Bearer {token}", request.remote or "")
+            except (Unauthenticated, TooManyFailures):
+                return self.render("login.html", request, None, "", status=401, error="That token is unknown, revoked or expired.")
+        response = web.HTTPFound("/ui/worklists")
+        response.set_cookie(COOKIE, token, path="/ui", httponly=True, samesite="Strict", secure=request.secure, max_age=12 * 3600)
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        _, token = await self.who(request)
+        await self._check_csrf(request, token)
+        response = web.HTTPFound("/ui/login")
+        response.del_cookie(COOKIE, path="/ui")
+        raise response
+
+    async def _check_csrf(self, request: web.Request, token: str) -> dict[str, str]:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        if self.authenticator is not None and not hmac.compare_digest(form.get("csrf", ""), self.csrf(token)):
+            raise web.HTTPForbidden(text=json.dumps({"error": "csrf", "detail": "the form is stale or from another site: reload the page"}), content_type="application/json")
+        return form
+
+    async def worklist_page(self, request: web.Request) -> web.Response:
+        who, token = await self.who(request)
+        if not who.may(Permission.READ_PATIENT):
+            return self.forbidden(request, who, token, "read patients")
+        q = request.query
+        f = Filters(q.get("prescriber", "")[:200], (who.pharmacy_id or q.get("pharmacy", ""))[:200], q.get("population", "") if q.get("population") in ("general", "ben") else "")
+        wl = await self.worklists.worklists(f)
+        await self.audit(who, "ui.worklists", None, 200, request)
+        return self.render("worklists.html", request, who, token, wl=wl, f=f, lists=LISTS)
+
+    async def patient_page(self, request: web.Request, error: str = "") -> web.Response:
+        who, token = await self.who(request)
+        key = PatientKey(request.match_info["id"], request.query.get("authority", ""))
+        if not who.may(Permission.READ_PATIENT):
+            return self.forbidden(request, who, token, "read patients")
+        try:
+            view = await self.clinic.status(key, pharmacy=who.pharmacy_id)
+        except NotFound as exc:
+            await self.audit(who, "ui.patient.read", key, 404, request)
+            return self.render("base.html", request, who, token, status=404, error=str(exc))
+        record = await self.worklists.record(key)
+        assert record is not None
+        check = await self.clinic.dispense_check(key, None, pharmacy=who.pharmacy_id)
+        policy: RulesPolicy = self.policy()
+        row = record["row"]
+        results = record["results"]
+        pages = max(1, math.ceil(len(results) / PAGE))
+        try:
+            page = min(max(1, int(request.query.get("page", "1"))), pages)
+        except ValueError:
+            page = 1
+        newest_first = list(reversed(results))
+        await self.audit(who, "ui.patient.read", key, 200, request)
+        return self.render(
+            "patient.html", request, who, token, status=422 if error else 200, error=error,
+            key=key, view=view, check=check, chart=svg(policy, row.state.population, results), bands=bands(policy, row.state.population),
+            alerts=record["alerts"], events=record["events"], total=len(results), page=page, pages=pages,
+            page_rows=newest_first[(page - 1) * PAGE : page * PAGE], status_names=STATUS_NAMES,
+            can_event=who.may(Permission.RECORD_EVENT), event_types=sorted(CLINICAL_EVENT_TYPES), today=self.worklists.today().isoformat(),
+        )
+
+    async def post_event(self, request: web.Request) -> web.Response:
+        who, token = await self.who(request)
+        form = await self._check_csrf(request, token)
+        key = PatientKey(request.match_info["id"], request.query.get("authority", ""))
+        if not who.may(Permission.RECORD_EVENT):
+            await self.audit(who, "ui.patient.event", key, 403, request)
+            return self.forbidden(request, who, token, "record clinical events")
+        try:
+            temp = Decimal(form["temperature_c"]) if form.get("temperature_c", "").strip() else None
+            cmd = RecordEvent(form.get("type", ""), parse_date(form.get("on", ""), "on"), who.subject if who.via != "none" else "console", form.get("rationale", ""), temperature_c=temp)
+            await self.clinic.record_event(key, cmd, actor=who.subject)
+        except (CoreError, Conflict, NotFound, InvalidOperation) as exc:
+            await self.audit(who, "ui.patient.event", key, 422, request)
+            return await self.patient_page(request, error=str(exc) or "temperature_c must be a number")
+        await self.audit(who, "ui.patient.event", key, 201, request)
+        raise web.HTTPSeeOther(f"/ui/patients/{request.match_info['id']}?authority={request.query.get('authority', '')}")
+
+    async def messages_page(self, request: web.Request) -> web.Response:
+        who, token = await self.who(request)
+        if not who.may(Permission.RUN_SWEEP):  # the integration role
+            await self.audit(who, "ui.messages", None, 403, request)
+            return self.forbidden(request, who, token, "browse messages")
+        q = {k: request.query.get(k, "")[:200] for k in ("status", "control_id", "sender", "ack")}
+        rows = await self.worklists.store.read(lambda repo: repo.messages(status=q["status"], control_id=q["control_id"], sender=q["sender"], ack=q["ack"], limit=200))
+        for m in rows:
+            m["warnings"] = "; ".join(e.get("message", "") for e in json.loads(m.pop("ack_detail") or "[]"))
+        await self.audit(who, "ui.messages", None, 200, request)
+        return self.render("messages.html", request, who, token, messages=rows, q=q)

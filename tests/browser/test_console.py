@@ -1,0 +1,153 @@
+"""The web console in a real browser (issue #16): Debian's chromium, headless, driven by
+Selenium through chromium-driver (installed by .ci/run when missing; no browser download).
+Each test saves screenshots under its tmp dir."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from rems_ingest.demo import oru
+from tests.process import BIN, DaemonProcess
+
+pytestmark = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")), reason="Debian chromium and chromium-driver (.ci/run installs them)")
+
+START = date.today() - timedelta(days=20)
+
+
+def _send(d: DaemonProcess, *messages: bytes) -> None:
+    import asyncio
+
+    from rems_ingest.adapters.mllp.client import MllpClient
+
+    async def go() -> None:
+        async with MllpClient("127.0.0.1", d.mllp_port) as c:
+            for m in messages:
+                assert b"MSA|AA" in await c.send(m)
+
+    asyncio.run(go())
+
+
+def _token(d: DaemonProcess, name: str, *roles: str, pharmacy: str = "") -> str:
+    args = [str(BIN), "token", "create", "--name", name, *[a for r in roles for a in ("--role", r)], *(["--pharmacy-id", pharmacy] if pharmacy else [])]
+    made = subprocess.run(args, env=d.env, capture_output=True, text=True, timeout=60, check=True)
+    return made.stdout.strip()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    d = DaemonProcess(tmp_path, env={"REMS_STORE__URL": f"sqlite:///{tmp_path}/console.db", "REMS_LOG__LEVEL": "WARNING"}).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _login(browser: object, d: DaemonProcess, token: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    b = browser
+    b.delete_all_cookies()  # type: ignore[attr-defined]
+    b.get(f"http://127.0.0.1:{d.http_port}/ui/login")  # type: ignore[attr-defined]
+    b.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()  # type: ignore[attr-defined]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(b, 15).until(lambda drv: "/ui/login" not in drv.current_url)  # the session cookie is set
+
+
+def _count(browser: object, name: str) -> int:
+    from selenium.webdriver.common.by import By
+
+    return int(browser.find_element(By.ID, f"count-{name}").text)  # type: ignore[attr-defined]
+
+
+def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProcess, browser: object, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    b: object = browser
+    d = daemon
+    base = f"http://127.0.0.1:{d.http_port}"
+    # two patients on therapy: general GP1 and BEN BEN1, both with the pharmacy RX1
+    _send(d, oru("GP1-B", "GP1", START - timedelta(days=1), "1.8", "GP1-B"), oru("BEN1-B1", "BEN1", START - timedelta(days=2), "1.2", "BEN1-B1"), oru("BEN1-B2", "BEN1", START - timedelta(days=1), "1.1", "BEN1-B2"))
+    assert 201 == d.http("POST", "/v1/patients", {"id": "GP1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat(), "prescriber_id": "DR1", "pharmacy_id": "RX1"})[0]
+    assert 201 == d.http("POST", "/v1/patients", {"id": "BEN1", "authority": "HOSP", "population": "ben", "therapy_start": START.isoformat(), "baseline_anc": 1100, "prescriber_id": "DR1", "pharmacy_id": "RX1"})[0]
+    prescriber, pharmacist, engineer = _token(d, "DR-JONES", "prescriber"), _token(d, "Main St pharmacy", "pharmacy", pharmacy="RX1"), _token(d, "lab-interface", "integration")
+
+    # the prescriber's worklists change when the lab sends a moderate ANC over MLLP
+    _login(b, d, prescriber)
+    assert "Worklists" in b.title, b.page_source[:3000]  # type: ignore[attr-defined]
+    holds_before = _count(b, "holds")
+    _send(d, oru("GP1-W1", "GP1", date.today(), "0.9", "GP1-W1"))
+    b.get(base + "/ui/worklists")  # type: ignore[attr-defined]
+    assert _count(b, "holds") == holds_before + 1
+    assert any(r.get_attribute("data-patient") == "GP1" for r in b.find_elements(By.CSS_SELECTOR, "#holds tr.item"))  # type: ignore[attr-defined]
+    b.save_screenshot(str(tmp_path / "worklists-prescriber.png"))  # type: ignore[attr-defined]
+
+    # the chart: general bands and points, with the moderate result named in text
+    b.get(base + "/ui/patients/GP1?authority=HOSP")  # type: ignore[attr-defined]
+    assert ["normal", "mild", "moderate", "severe"] == [e.get_attribute("data-band") for e in b.find_elements(By.CSS_SELECTOR, "svg .band")]  # type: ignore[attr-defined]
+    points = b.find_elements(By.CSS_SELECTOR, "svg .point")  # type: ignore[attr-defined]
+    assert ["1800", "900"] == [p.get_attribute("data-anc") for p in points]
+    assert "moderate" == points[-1].get_attribute("data-category")
+    assert "moderate" in b.find_element(By.ID, "category").text  # type: ignore[attr-defined]
+    # a prescriber records a fever from the form, signed as themselves
+    Select(b.find_element(By.ID, "type")).select_by_value("fever")  # type: ignore[attr-defined]
+    b.find_element(By.ID, "temperature_c").send_keys("38.9")  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#event-form button[type=submit]").click()  # type: ignore[attr-defined]
+    assert "DR-JONES" in b.find_element(By.ID, "events").text and "fever" in b.find_element(By.ID, "events").text  # type: ignore[attr-defined]
+    b.save_screenshot(str(tmp_path / "patient-general.png"))  # type: ignore[attr-defined]
+
+    b.get(base + "/ui/patients/BEN1?authority=HOSP")  # type: ignore[attr-defined]
+    assert ["normal", "ben_neutropenia", "severe"] == [e.get_attribute("data-band") for e in b.find_elements(By.CSS_SELECTOR, "svg .band")]  # type: ignore[attr-defined]
+    assert 2 == len(b.find_elements(By.CSS_SELECTOR, "svg .point"))  # type: ignore[attr-defined]
+    b.save_screenshot(str(tmp_path / "patient-ben.png"))  # type: ignore[attr-defined]
+
+    # the pharmacist: sees the patient and the dispense answer, no event form, no message browser
+    _login(b, d, pharmacist)
+    b.get(base + "/ui/patients/GP1?authority=HOSP")  # type: ignore[attr-defined]
+    assert "Do not dispense" in b.find_element(By.ID, "dispense").text  # type: ignore[attr-defined]
+    assert not b.find_elements(By.ID, "event-form")  # type: ignore[attr-defined]
+    assert not b.find_elements(By.LINK_TEXT, "Messages")  # type: ignore[attr-defined]
+    b.get(base + "/ui/messages")  # type: ignore[attr-defined]
+    assert "may not browse messages" in b.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
+    b.save_screenshot(str(tmp_path / "pharmacist.png"))  # type: ignore[attr-defined]
+
+    # the integration engineer: the message browser, not the patients
+    _login(b, d, engineer)
+    b.get(base + "/ui/messages?control_id=GP1-W1")  # type: ignore[attr-defined]
+    assert "GP1-W1" in b.find_element(By.ID, "messages").text  # type: ignore[attr-defined]
+    b.save_screenshot(str(tmp_path / "messages.png"))  # type: ignore[attr-defined]
+    b.get(base + "/ui/patients/GP1?authority=HOSP")  # type: ignore[attr-defined]
+    assert "may not read patients" in b.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
+
+
+def test_a_stale_or_foreign_form_is_refused(daemon: DaemonProcess) -> None:
+    """CSRF: a form posted without this session's token (another site's) changes nothing."""
+    import urllib.error
+    import urllib.request
+
+    token = _token(daemon, "DR-CSRF", "prescriber", "clinic")
+    req = urllib.request.Request(f"http://127.0.0.1:{daemon.http_port}/ui/patients/X/events?authority=HOSP", data=b"type=fever&on=2026-01-01&temperature_c=39&csrf=forged", method="POST", headers={"Cookie": f"rems_session={token}", "Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert 403 == refused.value.code
