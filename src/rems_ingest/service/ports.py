@@ -115,8 +115,25 @@ class Access(Protocol):
     def access_chain(self) -> Iterable[dict[str, Any]]: ...
 
 
+@dataclass(frozen=True)
+class PatientSummary:
+    """What a worklist decides on, read without decoding the whole state (10,000 patients a page)."""
+
+    pk: int
+    key: PatientKey
+    prescriber_id: str
+    pharmacy_id: str
+    population: str
+    phase: str
+    category: str
+    next_due: date | None
+    dispense_hold: bool
+    pending_confirm_until: date | None
+
+
 class Console(Protocol):
-    def enrolled_patients(self, prescriber: str = "", pharmacy: str = "", limit: int = 100_000) -> list[PatientRow]: ...
+    def enrolled_summaries(self, prescriber: str = "", pharmacy: str = "", limit: int = 100_000, due_by: date | None = None) -> list[PatientSummary]: ...
+    def patients_by_pk(self, pks: Sequence[int]) -> list[PatientRow]: ...
     def unenrolled_with_results(self, since: str, limit: int = 200) -> list[dict[str, Any]]: ...
     def recent_alerts_of_kind(self, kind: str, since: str, limit: int = 200) -> list[dict[str, Any]]: ...
     def observation_points(self, pk: int, limit: int = 100_000) -> list[dict[str, Any]]: ...

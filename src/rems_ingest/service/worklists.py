@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from rems_ingest.core import dispense
 from rems_ingest.core.model import ClinicalEvent, Enroll, PatientKey, Phase
 from rems_ingest.core.policy import RulesPolicy
-from rems_ingest.service.ports import PatientRow, Repositories, UnitOfWork
+from rems_ingest.service.ports import PatientSummary, Repositories, UnitOfWork
 
 LISTS = (
     ("overdue", "Overdue now"),
@@ -44,6 +44,7 @@ class Item:
     next_due: str = ""
     detail: str = ""  # how late, the hold's reason, what is awaited
     sort: Any = 0
+    pk: int = 0  # the stored patient, for completing the items a page shows
 
 
 @dataclass
@@ -62,25 +63,28 @@ class WorklistService:
     def today(self) -> date:
         return self.clock().astimezone(ZoneInfo(self.timezone)).date()
 
-    async def worklists(self, f: Filters) -> Worklists:
+    async def worklists(self, f: Filters, shown: int = 100) -> Worklists:
+        """Every list in full (the counts), with the first ``shown`` items of each completed
+        (action, the hold's reason) from the decoded state: the page shows no more than that."""
         today, policy, now = self.today(), self.policy(), self.clock()
 
         def read(repo: Repositories) -> Worklists:
             out = Worklists(today, {name: [] for name, _ in LISTS})
-            for row in repo.enrolled_patients(f.prescriber, f.pharmacy):
-                if f.population and row.state.population.value != f.population:
+            for p in repo.enrolled_summaries(f.prescriber, f.pharmacy, due_by=today + timedelta(days=1)):
+                if f.population and p.population != f.population:
                     continue
-                for name, item in _placements(policy, row, today):
+                for name, item in _placements(p, today):
                     out.lists[name].append(item)
             for a in repo.recent_alerts_of_kind("data.quality", (now - timedelta(days=7)).isoformat()):
                 body = json.loads(a["payload"])
-                p = body.get("patient") or {}
-                out.lists["quality"].append(Item(PatientKey(p.get("id", ""), p.get("authority", "")), detail=body.get("reason", ""), sort=a["created_at"]))
+                pk = body.get("patient") or {}
+                out.lists["quality"].append(Item(PatientKey(pk.get("id", ""), pk.get("authority", "")), detail=body.get("reason", ""), sort=a["created_at"]))
             if not (f.prescriber or f.pharmacy or f.population):
                 for u in repo.unenrolled_with_results((now - timedelta(days=30)).isoformat()):
                     out.lists["unattributed"].append(Item(PatientKey(u["patient_id"], u["authority"]), detail=f"{u['results']} result(s), last drawn {str(u['last'])[:10]}", sort=u["last"]))
             for name, items in out.lists.items():
                 items.sort(key=lambda i: i.sort, reverse=name in ("overdue", "quality", "unattributed"))
+            _complete(repo, policy, today, [i for items in out.lists.values() for i in items[:shown] if i.pk])
             return out
 
         return await self.store.read(read)
@@ -98,21 +102,33 @@ class WorklistService:
         return await self.store.read(read)
 
 
-def _placements(policy: RulesPolicy, row: PatientRow, today: date) -> list[tuple[str, Item]]:
-    s = row.state
-    latest = s.latest
-    base = dict(prescriber_id=row.prescriber_id, pharmacy_id=row.pharmacy_id, population=s.population.value, category=latest.category.value if latest else "", action=s.action, next_due=s.next_due.isoformat() if s.next_due else "")
+def _placements(p: PatientSummary, today: date) -> list[tuple[str, Item]]:
+    def item(detail: str, sort: Any) -> Item:
+        return Item(p.key, p.prescriber_id, p.pharmacy_id, p.population, p.category, "", p.next_due.isoformat() if p.next_due else "", detail, sort, p.pk)
+
     out: list[tuple[str, Item]] = []
-    if s.next_due is not None and s.phase not in (Phase.PRE, Phase.CLOSED):
-        late = (today - s.next_due).days
+    if p.next_due is not None and p.phase not in (Phase.PRE.value, Phase.CLOSED.value):
+        late = (today - p.next_due).days
         if late > 0:
-            out.append(("overdue", Item(row.key, **base, detail=f"{late} day(s) late (due {s.next_due})", sort=late)))
+            out.append(("overdue", item(f"{late} day(s) late (due {p.next_due})", late)))
         elif late >= -1:
-            out.append(("due", Item(row.key, **base, detail="today" if late == 0 else "tomorrow", sort=s.next_due)))
-    if s.dispense_hold:
-        out.append(("holds", Item(row.key, **base, detail=dispense.check(policy, s, today).reason, sort=row.key.id)))
-    if s.phase is Phase.SEV_RECOVERED_HOLD:
-        out.append(("decisions", Item(row.key, **base, detail="recovered from severe neutropenia: rechallenge or discontinue", sort=row.key.id)))
-    if s.pending_confirm_until is not None and s.pending_confirm_until >= today:
-        out.append(("confirm", Item(row.key, **base, detail=f"repeat ANC by {s.pending_confirm_until}", sort=s.pending_confirm_until)))
+            out.append(("due", item("today" if late == 0 else "tomorrow", p.next_due)))
+    if p.dispense_hold:
+        out.append(("holds", item("", p.key.id)))
+    if p.phase == Phase.SEV_RECOVERED_HOLD.value:
+        out.append(("decisions", item("recovered from severe neutropenia: rechallenge or discontinue", p.key.id)))
+    if p.pending_confirm_until is not None and p.pending_confirm_until >= today:
+        out.append(("confirm", item(f"repeat ANC by {p.pending_confirm_until}", p.pending_confirm_until)))
     return out
+
+
+def _complete(repo: Repositories, policy: RulesPolicy, today: date, items: list[Item]) -> None:
+    """The action (a property of the whole state) and a hold's reason, for the items shown."""
+    rows = {r.pk: r for r in repo.patients_by_pk(sorted({i.pk for i in items}))}
+    for i in items:
+        row = rows.get(i.pk)
+        if row is None:
+            continue
+        i.action = row.state.action
+        if not i.detail:
+            i.detail = dispense.check(policy, row.state, today).reason

@@ -3,28 +3,58 @@ the Repository so pages go through the same unit of work as the JSON API."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, func, select
+import orjson
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.schema import inbound_message, observation, outbox, patient
 from rems_ingest.core.model import PatientKey
-from rems_ingest.service.ports import PatientRow
+from rems_ingest.service.ports import PatientRow, PatientSummary
+
+
+def _day(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
 
 
 class ConsoleQueries:
     conn: Connection
 
-    def enrolled_patients(self, prescriber: str = "", pharmacy: str = "", limit: int = 100_000) -> list[PatientRow]:
-        q = select(patient.c.id, patient.c.patient_id, patient.c.authority, patient.c.state, patient.c.version, patient.c.last_sort_key, patient.c.prescriber_id, patient.c.pharmacy_id).where(patient.c.enrolled.is_(True))
+    def enrolled_summaries(self, prescriber: str = "", pharmacy: str = "", limit: int = 100_000, due_by: date | None = None) -> list[PatientSummary]:
+        """The worklist fields of enrolled patients, parsed straight from the stored JSON (about
+        10 µs each, where decoding the whole state costs 150). ``due_by``: only patients due by
+        then, on hold, awaiting a decision or awaiting a confirmation repeat — found in SQL, so a
+        page reads the patients on some list, not all of them."""
+        q = select(patient.c.id, patient.c.patient_id, patient.c.authority, patient.c.state, patient.c.prescriber_id, patient.c.pharmacy_id).where(patient.c.enrolled.is_(True))
         if prescriber:
             q = q.where(patient.c.prescriber_id == prescriber)
         if pharmacy:
             q = q.where(patient.c.pharmacy_id == pharmacy)
-        rows = self.conn.execute(q.order_by(patient.c.id).limit(limit))
-        return [PatientRow(r.id, PatientKey(r.patient_id, r.authority), True, codec.load_state(r.state), r.version, r.last_sort_key, r.prescriber_id, r.pharmacy_id) for r in rows]
+        if due_by is not None:
+            q = q.where(
+                or_(
+                    patient.c.next_due <= due_by.isoformat(),
+                    patient.c.state.like('%"dispense_hold":true%'),
+                    patient.c.state.like('%"phase":"severe_recovered_hold"%'),
+                    patient.c.state.not_like('%"pending_confirm_until":null%'),
+                )
+            )
+        out = []
+        for pk, pid, auth, state, prescriber_id, pharmacy_id in self.conn.execute(q.order_by(patient.c.id).limit(limit)):
+            s = orjson.loads(state)
+            latest = s.get("latest") or {}
+            out.append(PatientSummary(pk, PatientKey(pid, auth), prescriber_id, pharmacy_id, s.get("population", ""), s.get("phase", ""), latest.get("category") or "", _day(s.get("next_due")), bool(s.get("dispense_hold")), _day(s.get("pending_confirm_until"))))
+        return out
+
+    def patients_by_pk(self, pks: Sequence[int]) -> list[PatientRow]:
+        if not pks:
+            return []
+        q = select(patient.c.id, patient.c.patient_id, patient.c.authority, patient.c.enrolled, patient.c.state, patient.c.version, patient.c.last_sort_key, patient.c.prescriber_id, patient.c.pharmacy_id).where(patient.c.id.in_(list(pks)))
+        return [PatientRow(r.id, PatientKey(r.patient_id, r.authority), bool(r.enrolled), codec.load_state(r.state), r.version, r.last_sort_key, r.prescriber_id, r.pharmacy_id) for r in self.conn.execute(q)]
 
     def unenrolled_with_results(self, since: str, limit: int = 200) -> list[dict[str, Any]]:
         """Results that reached no enrolled patient (a typo'd MRN, a patient not yet enrolled)."""

@@ -31,6 +31,7 @@ from rems_ingest.service.worklists import LISTS, Filters, WorklistService
 HERE = Path(__file__).resolve().parent
 COOKIE = "rems_session"
 PAGE = 50
+SHOWN = 50  # rows per worklist on the page (the count is always the whole list)
 ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), via="none")
 
 
@@ -122,9 +123,9 @@ class Console:
             return self.forbidden(request, who, token, "read patients")
         q = request.query
         f = Filters(q.get("prescriber", "")[:200], (who.pharmacy_id or q.get("pharmacy", ""))[:200], q.get("population", "") if q.get("population") in ("general", "ben") else "")
-        wl = await self.worklists.worklists(f)
+        wl = await self.worklists.worklists(f, shown=SHOWN)
         await self.audit(who, "ui.worklists", None, 200, request)
-        return self.render("worklists.html", request, who, token, wl=wl, f=f, lists=LISTS)
+        return self.render("worklists.html", request, who, token, wl=wl, f=f, lists=LISTS, shown=SHOWN)
 
     async def patient_page(self, request: web.Request, error: str = "") -> web.Response:
         who, token = await self.who(request)

@@ -1,0 +1,67 @@
+"""The console's worklists (issue #16) put each patient on the right lists, found in SQL by due
+date and state (the stored JSON is matched without decoding every patient)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
+from rems_ingest.demo import oru
+from rems_ingest.service.commands import EnrollPatient
+from rems_ingest.service.worklists import Filters
+from tests.conftest import make_settings
+
+TODAY = date.today()
+
+
+@pytest.fixture
+async def d(tmp_path: Path) -> AsyncIterator[Daemon]:
+    daemon = Daemon(make_settings(tmp_path))
+    await daemon.start()
+    yield daemon
+    await daemon.shutdown()
+
+
+async def _patient(d: Daemon, pid: str, start: date, results: list[tuple[date, str]], prescriber: str = "DR1", population: str = "general") -> None:
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        assert b"MSA|AA" in await c.send(oru(f"{pid}-B", pid, start - timedelta(days=1), "1.8" if population == "general" else "1.2", f"{pid}-B"))
+        if population == "ben":
+            assert b"MSA|AA" in await c.send(oru(f"{pid}-B2", pid, start - timedelta(days=2), "1.1", f"{pid}-B2"))
+        await d.clinic.enroll(EnrollPatient.from_mapping({"id": pid, "authority": "HOSP", "population": population, "therapy_start": start.isoformat(), "prescriber_id": prescriber, "pharmacy_id": "RX1"}))
+        for n, (on, anc) in enumerate(results):
+            assert b"MSA|AA" in await c.send(oru(f"{pid}-{n}", pid, on, anc, f"{pid}-{n}"))
+
+
+def _on(lists: dict[str, list[object]], name: str) -> set[str]:
+    return {i.patient.id for i in lists[name]}  # type: ignore[attr-defined]
+
+
+async def test_each_patient_is_on_the_lists_its_state_calls_for(d: Daemon) -> None:
+    await _patient(d, "LATE", TODAY - timedelta(days=30), [])  # weekly from 30 days ago: overdue
+    await _patient(d, "DUE", TODAY - timedelta(days=7), [])  # weekly, next due today
+    await _patient(d, "HELD", TODAY - timedelta(days=3), [(TODAY, "0.9")])  # moderate: interrupt, hold
+    await _patient(d, "MILD", TODAY - timedelta(days=3), [(TODAY, "1.2")], prescriber="DR2")  # mild: repeat within 24 h
+    await _patient(d, "FINE", TODAY - timedelta(days=2), [(TODAY, "2.5")])
+    await _patient(d, "SEVERE", TODAY - timedelta(days=20), [(TODAY - timedelta(days=12), "0.4"), *((TODAY - timedelta(days=11 - k), "1.6") for k in range(11))])
+    wl = (await d.services.worklists.worklists(Filters())).lists
+    assert "LATE" in _on(wl, "overdue") and "DUE" in _on(wl, "due")
+    assert {"HELD"} <= _on(wl, "holds") and "FINE" not in _on(wl, "holds")
+    assert "MILD" in _on(wl, "confirm")
+    assert "SEVERE" in _on(wl, "decisions")
+    assert "FINE" not in set().union(*(_on(wl, n) for n in ("overdue", "holds", "confirm", "decisions")))
+    held = next(i for i in wl["holds"] if i.patient.id == "HELD")
+    assert held.action == "interrupt" and "interrupted" in held.detail
+    mine = (await d.services.worklists.worklists(Filters(prescriber="DR2"))).lists
+    assert {"MILD"} == set().union(*(_on(mine, n) for n in ("overdue", "due", "holds", "confirm", "decisions")))
+
+
+async def test_a_result_for_nobody_enrolled_is_listed(d: Daemon) -> None:
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        assert b"MSA|AA" in await c.send(oru("TYPO-1", "MRN-TYPO", TODAY, "1.9", "TYPO-1"))
+    wl = (await d.services.worklists.worklists(Filters())).lists
+    assert "MRN-TYPO" in _on(wl, "unattributed")
