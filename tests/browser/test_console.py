@@ -74,6 +74,12 @@ def _login(browser: object, d: DaemonProcess, token: str) -> None:
     WebDriverWait(b, 15).until(lambda drv: "/ui/login" not in drv.current_url)  # the session cookie is set
 
 
+def _until(browser: object, condition: object, seconds: float = 15) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, seconds).until(condition)  # type: ignore[arg-type]
+
+
 def _count(browser: object, name: str) -> int:
     from selenium.webdriver.common.by import By
 
@@ -151,3 +157,62 @@ def test_a_stale_or_foreign_form_is_refused(daemon: DaemonProcess) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(req, timeout=10)
     assert 403 == refused.value.code
+
+
+def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_only(daemon: DaemonProcess, browser: object, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    b: object = browser
+    d = daemon
+    base = f"http://127.0.0.1:{d.http_port}"
+    clinic, engineer, pharmacist = _token(d, "clinic-lead", "clinic"), _token(d, "lab-interface", "integration"), _token(d, "Main St pharmacy", "pharmacy")
+    _send(d, oru("NEW1-B", "NEW1", START - timedelta(days=1), "1.9", "NEW1-B"))
+
+    # enroll from the form
+    _login(b, d, clinic)
+    b.find_element(By.CSS_SELECTOR, "details summary").click()  # type: ignore[attr-defined]
+    b.find_element(By.ID, "e-id").send_keys("NEW1")  # type: ignore[attr-defined]
+    b.find_element(By.ID, "e-authority").send_keys("HOSP")  # type: ignore[attr-defined]
+    Select(b.find_element(By.ID, "e-population")).select_by_value("general")  # type: ignore[attr-defined]
+    b.execute_script(f"document.getElementById('e-start').value = '{START.isoformat()}'")  # type: ignore[attr-defined]
+    b.find_element(By.ID, "e-pharmacy").send_keys("RX1")  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#enroll-form button[type=submit]").click()  # type: ignore[attr-defined]
+    _until(b, lambda drv: "/ui/patients/NEW1" in drv.current_url)
+    assert "Patient NEW1" in b.find_element(By.TAG_NAME, "h1").text  # type: ignore[attr-defined]
+    assert "continue" in b.find_element(By.ID, "action").text  # type: ignore[attr-defined]
+
+    # change the pharmacy
+    field = b.find_element(By.ID, "pharmacy_id")  # type: ignore[attr-defined]
+    field.clear()
+    field.send_keys("RX2")
+    b.find_element(By.CSS_SELECTOR, "#assign-form button[type=submit]").click()  # type: ignore[attr-defined]
+    _until(b, lambda drv: "/ RX2" in drv.find_element(By.TAG_NAME, "main").text)
+
+    # import a clinic: preview first (nothing changes), then apply
+    csv_file = tmp_path / "clinic.csv"
+    csv_file.write_text(f"id,authority,population,therapy_start,baseline_anc,monitoring_frequency,prescriber_id,pharmacy_id\nIMP1,HOSP,general,{START.isoformat()},,monthly,DR1,RX1\nNEW1,HOSP,general,{START.isoformat()},,,,RX9\n")
+    b.get(base + "/ui/worklists")  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "details summary").click()  # type: ignore[attr-defined]
+    b.find_element(By.ID, "csv").send_keys(str(csv_file))  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#import-form button[type=submit]").click()  # type: ignore[attr-defined]
+    preview = b.find_element(By.ID, "preview").text  # type: ignore[attr-defined]
+    assert "IMP1" in preview and "would enroll" in preview and "pharmacy_id RX9 here, RX2 stored" in preview
+    b.save_screenshot(str(tmp_path / "import-preview.png"))  # type: ignore[attr-defined]
+    assert 404 == d.http("GET", "/v1/patients/IMP1?authority=HOSP")[0]
+    b.find_element(By.CSS_SELECTOR, "#apply-form button[type=submit]").click()  # type: ignore[attr-defined]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(b, 15).until(lambda drv: drv.current_url.endswith("/ui/worklists"))
+    assert 200 == d.http("GET", "/v1/patients/IMP1?authority=HOSP")[0]
+
+    # raw HL7: the integration role reads it (audited); a pharmacist may not
+    _login(b, d, engineer)
+    b.get(base + "/ui/messages?control_id=NEW1-B")  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#messages a").click()  # type: ignore[attr-defined]
+    assert "MSH|" in b.find_element(By.ID, "raw").text  # type: ignore[attr-defined]
+    trail = subprocess.run([str(BIN), "audit", "show"], env=d.env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "ui.message.raw" in trail and "lab-interface" in trail
+    _login(b, d, pharmacist)
+    b.get(base + "/ui/messages/1")  # type: ignore[attr-defined]
+    assert "may not read raw messages" in b.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]

@@ -163,6 +163,23 @@ class ClinicService:
         self.on_alerts()
         return view
 
+    async def reassign(self, key: PatientKey, prescriber_id: str, pharmacy_id: str, actor: str = "api") -> dict[str, Any]:
+        """A patient's prescriber or pharmacy changes (a transfer): audited, rules untouched."""
+        prescriber_id, pharmacy_id = prescriber_id.strip(), pharmacy_id.strip()
+        if len(prescriber_id) > 200 or len(pharmacy_id) > 200:
+            raise InvalidInput("prescriber_id and pharmacy_id are at most 200 characters")
+        now = self.clock()
+
+        def job(repo: Repositories) -> dict[str, Any]:
+            row = repo.patient(key, create=False, lock=True)
+            if row is None or not row.enrolled:
+                raise NotFound(f"patient {key.id} is not enrolled")
+            repo.set_assignment(row.pk, prescriber_id, pharmacy_id)
+            repo.audit(now, actor, "reassign", row.pk, {"prescriber_id": [row.prescriber_id, prescriber_id], "pharmacy_id": [row.pharmacy_id, pharmacy_id]})
+            return self._view(repo, key)
+
+        return await self.store.write(job, locks=(key,))
+
     # ------------------------------------------------------------ reads
 
     @staticmethod

@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from rems_ingest.adapters.db import codec
@@ -95,3 +95,16 @@ class ConsoleQueries:
         if ack:
             q = q.where(inbound_message.c.ack_code == ack)
         return [dict(r._mapping) for r in self.conn.execute(q.order_by(inbound_message.c.id.desc()).limit(limit).offset(offset))]
+
+    def set_assignment(self, pk: int, prescriber_id: str, pharmacy_id: str) -> None:
+        self.conn.execute(update(patient).where(patient.c.id == pk).values(prescriber_id=prescriber_id, pharmacy_id=pharmacy_id))
+
+    def message_detail(self, message_id: int) -> dict[str, Any] | None:
+        """One stored message with its raw HL7 (PHI: shown to the integration role only, audited)."""
+        cols = (inbound_message.c.id, inbound_message.c.received_at, inbound_message.c.sending_app, inbound_message.c.sending_facility, inbound_message.c.control_id, inbound_message.c.status, inbound_message.c.ack_code, inbound_message.c.ack_detail, inbound_message.c.charset, inbound_message.c.raw)
+        row = self.conn.execute(select(*cols).where(inbound_message.c.id == message_id)).fetchone()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["observations"] = self.conn.execute(select(func.count(observation.c.id)).where(observation.c.message_id == message_id)).scalar()
+        return out

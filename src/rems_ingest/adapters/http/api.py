@@ -153,6 +153,15 @@ def build_app(
     async def enroll(request: web.Request) -> web.Response:
         return web.json_response(await clinic.enroll(EnrollPatient.from_mapping(await _body(request)), actor=request[IDENTITY].subject), status=201)
 
+    @guarded(Permission.ENROLL, "patient.reassign", path_patient)
+    async def reassign(request: web.Request) -> web.Response:
+        body = await _body(request)
+        for name in ("prescriber_id", "pharmacy_id"):
+            if not isinstance(body.get(name, ""), str):
+                raise InvalidInput(f"{name} must be a string")
+        current = await clinic.status(key(request))
+        return web.json_response(await clinic.reassign(key(request), body.get("prescriber_id", current["prescriber_id"]), body.get("pharmacy_id", current["pharmacy_id"]), actor=request[IDENTITY].subject))
+
     @guarded(Permission.READ_PATIENT, "patient.read", path_patient)
     async def status(request: web.Request) -> web.Response:
         return web.json_response(await clinic.status(key(request), pharmacy=request[IDENTITY].pharmacy_id))
@@ -219,6 +228,7 @@ def build_app(
 
     app.router.add_post("/v1/patients", enroll)
     app.router.add_get("/v1/patients/{id}", status)
+    app.router.add_patch("/v1/patients/{id}", reassign)
     app.router.add_post("/v1/patients/{id}/events", event)
     app.router.add_get("/v1/patients/{id}/dispense-check", dispense_check)
     app.router.add_post("/v1/sweeps/overdue", sweep)

@@ -53,6 +53,7 @@ ENROLL = {
         "pharmacy_id": _TEXT,
     },
 }
+REASSIGN = {"type": "object", "properties": {"prescriber_id": _TEXT, "pharmacy_id": _TEXT}}
 EVENT = {
     "type": "object",
     "required": ["type", "on"],
@@ -77,7 +78,10 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": {
             "/v1/patients": {"post": _op("Enroll a patient", Permission.ENROLL, 201, ENROLL)},
-            "/v1/patients/{id}": {"get": _op("A patient's status", Permission.READ_PATIENT, params=[_ID, authority])},
+            "/v1/patients/{id}": {
+                "get": _op("A patient's status", Permission.READ_PATIENT, params=[_ID, authority]),
+                "patch": _op("Change a patient's prescriber or pharmacy", Permission.ENROLL, body=REASSIGN, params=[_ID, authority]),
+            },
             "/v1/patients/{id}/events": {"post": _op("Record a clinical event", Permission.RECORD_EVENT, 201, EVENT, [_ID, authority])},
             "/v1/patients/{id}/dispense-check": {"get": _op("May clozapine be dispensed?", Permission.CHECK_DISPENSE, params=[_ID, authority, _q("on", _DATE)])},
             "/v1/sweeps/overdue": {"post": _op("Run the overdue sweep", Permission.RUN_SWEEP, params=[_q("now", {"type": "string", "format": "date-time"})])},

@@ -5,8 +5,10 @@ Templates are Jinja2 (aiohttp-jinja2: autoescaped, well kept); the chart is serv
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
+import io
 import json
 import math
 import secrets
@@ -25,7 +27,7 @@ from rems_ingest.core.model import CLINICAL_EVENT_TYPES, PatientKey
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.access import AccessTrail, Identity, Permission, Role
 from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
-from rems_ingest.service.commands import RecordEvent, parse_date
+from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
 from rems_ingest.service.worklists import LISTS, Filters, WorklistService
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +54,10 @@ class Console:
         app.router.add_get("/ui/patients/{id}", self.patient_page)
         app.router.add_post("/ui/patients/{id}/events", self.post_event)
         app.router.add_get("/ui/messages", self.messages_page)
+        app.router.add_get("/ui/messages/{mid:\\d+}", self.message_page)
+        app.router.add_post("/ui/patients/{id}/assignment", self.post_assignment)
+        app.router.add_post("/ui/enroll", self.post_enroll)
+        app.router.add_post("/ui/import", self.post_import)
         app.router.add_static("/ui/static", HERE / "static")
 
     # ------------------------------------------------------------ identity, CSRF, rendering
@@ -117,7 +123,7 @@ class Console:
             raise web.HTTPForbidden(text=json.dumps({"error": "csrf", "detail": "the form is stale or from another site: reload the page"}), content_type="application/json")
         return form
 
-    async def worklist_page(self, request: web.Request) -> web.Response:
+    async def worklist_page(self, request: web.Request, **extra: Any) -> web.Response:
         who, token = await self.who(request)
         if not who.may(Permission.READ_PATIENT):
             return self.forbidden(request, who, token, "read patients")
@@ -125,7 +131,7 @@ class Console:
         f = Filters(q.get("prescriber", "")[:200], (who.pharmacy_id or q.get("pharmacy", ""))[:200], q.get("population", "") if q.get("population") in ("general", "ben") else "")
         wl = await self.worklists.worklists(f, shown=SHOWN)
         await self.audit(who, "ui.worklists", None, 200, request)
-        return self.render("worklists.html", request, who, token, wl=wl, f=f, lists=LISTS, shown=SHOWN)
+        return self.render("worklists.html", request, who, token, wl=wl, f=f, lists=LISTS, shown=SHOWN, can_enroll=who.may(Permission.ENROLL), **extra)
 
     async def patient_page(self, request: web.Request, error: str = "") -> web.Response:
         who, token = await self.who(request)
@@ -155,7 +161,7 @@ class Console:
             key=key, view=view, check=check, chart=svg(policy, row.state.population, results), bands=bands(policy, row.state.population),
             alerts=record["alerts"], events=record["events"], total=len(results), page=page, pages=pages,
             page_rows=newest_first[(page - 1) * PAGE : page * PAGE], status_names=STATUS_NAMES,
-            can_event=who.may(Permission.RECORD_EVENT), event_types=sorted(CLINICAL_EVENT_TYPES), today=self.worklists.today().isoformat(),
+            can_event=who.may(Permission.RECORD_EVENT), event_types=sorted(CLINICAL_EVENT_TYPES), today=self.worklists.today().isoformat(), can_manage=who.may(Permission.ENROLL),
         )
 
     async def post_event(self, request: web.Request) -> web.Response:
@@ -186,3 +192,79 @@ class Console:
             m["warnings"] = "; ".join(e.get("message", "") for e in json.loads(m.pop("ack_detail") or "[]"))
         await self.audit(who, "ui.messages", None, 200, request)
         return self.render("messages.html", request, who, token, messages=rows, q=q)
+
+    # ------------------------------------------------------------ clinic actions, message detail
+
+    async def post_assignment(self, request: web.Request) -> web.Response:
+        who, token = await self.who(request)
+        form = await self._check_csrf(request, token)
+        key = PatientKey(request.match_info["id"], request.query.get("authority", ""))
+        if not who.may(Permission.ENROLL):
+            await self.audit(who, "ui.patient.reassign", key, 403, request)
+            return self.forbidden(request, who, token, "change a patient's prescriber or pharmacy")
+        try:
+            await self.clinic.reassign(key, form.get("prescriber_id", ""), form.get("pharmacy_id", ""), actor=who.subject)
+        except (CoreError, NotFound) as exc:
+            await self.audit(who, "ui.patient.reassign", key, 422, request)
+            return await self.patient_page(request, error=str(exc))
+        await self.audit(who, "ui.patient.reassign", key, 200, request)
+        raise web.HTTPSeeOther(f"/ui/patients/{request.match_info['id']}?authority={request.query.get('authority', '')}")
+
+    async def post_enroll(self, request: web.Request) -> web.Response:
+        who, token = await self.who(request)
+        form = await self._check_csrf(request, token)
+        key = PatientKey(form.get("id", "")[:200], form.get("authority", "")[:200])
+        if not who.may(Permission.ENROLL):
+            return self.forbidden(request, who, token, "enroll patients")
+        try:
+            body = {k: v for k, v in form.items() if k != "csrf" and v.strip()}
+            await self.clinic.enroll(EnrollPatient.from_mapping(body), actor=who.subject)
+        except (CoreError, Conflict) as exc:
+            await self.audit(who, "ui.patient.enroll", key, 422, request)
+            return await self.worklist_page(request, error=str(exc))
+        await self.audit(who, "ui.patient.enroll", key, 201, request)
+        raise web.HTTPSeeOther(f"/ui/patients/{key.id}?authority={key.authority}")
+
+    async def post_import(self, request: web.Request) -> web.Response:
+        """A clinic's CSV: preview (a dry run of import-patients) first, then apply the same rows."""
+        who, token = await self.who(request)
+        form = await request.post()
+        if self.authenticator is not None and not hmac.compare_digest(str(form.get("csrf", "")), self.csrf(token)):
+            raise web.HTTPForbidden(text=json.dumps({"error": "csrf", "detail": "the form is stale or from another site: reload the page"}), content_type="application/json")
+        if not who.may(Permission.ENROLL):
+            return self.forbidden(request, who, token, "import patients")
+        try:
+            if form.get("step") == "apply":
+                rows = json.loads(str(form.get("rows", "[]")))
+            else:
+                upload = form.get("csv")
+                text = upload.file.read().decode("utf-8-sig") if isinstance(upload, web.FileField) else ""
+                rows = [{k: (v or "").strip() or None for k, v in r.items() if k} for r in csv.DictReader(line for line in io.StringIO(text) if not line.lstrip().startswith("#"))]
+            commands = []
+            for n, row in enumerate(rows, 1):
+                try:
+                    commands.append(EnrollPatient.from_mapping(row))
+                except CoreError as exc:
+                    raise CoreError(f"row {n}: {exc}") from None
+            dry = form.get("step") != "apply"
+            outcome = await self.clinic.enroll_many(commands, actor=who.subject, dry_run=dry)
+        except (CoreError, Conflict, UnicodeDecodeError, ValueError) as exc:
+            return await self.worklist_page(request, error=f"nothing was imported: {exc}")
+        if dry:
+            preview = [(f"{c.patient.id} ({c.patient.authority or 'no authority'})", what) for c, what in zip(commands, outcome, strict=True)]
+            return await self.worklist_page(request, preview=preview, rows_json=json.dumps(rows))
+        await self.audit(who, "ui.import", None, 201, request)
+        raise web.HTTPSeeOther("/ui/worklists")
+
+    async def message_page(self, request: web.Request) -> web.Response:
+        who, token = await self.who(request)
+        if not who.may(Permission.RUN_SWEEP):  # raw HL7 is PHI: the integration role only, every view audited
+            await self.audit(who, "ui.message.raw", None, 403, request)
+            return self.forbidden(request, who, token, "read raw messages")
+        mid = int(request.match_info["mid"])
+        m = await self.worklists.store.read(lambda repo: repo.message_detail(mid))
+        if m is None:
+            return self.render("base.html", request, who, token, status=404, error=f"no stored message {mid}")
+        await self.audit(who, f"ui.message.raw #{mid}", None, 200, request)
+        raw = bytes(m.pop("raw") or b"").decode(m.get("charset") or "utf-8", "replace").replace("\r", "\n")
+        return self.render("message.html", request, who, token, m=m, raw=raw, errors=json.loads(m.get("ack_detail") or "[]"))
