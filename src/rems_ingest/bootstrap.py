@@ -17,6 +17,7 @@ from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder
 from rems_ingest.service.access import AccessTrail, Identity, TokenService, parse_roles
 from rems_ingest.service.clinic import ClinicService
+from rems_ingest.service.feeds import FeedService
 from rems_ingest.service.ingest import IngestService
 from rems_ingest.service.replay import ReplayService
 from rems_ingest.service.worklists import WorklistService
@@ -35,6 +36,7 @@ class Services:
     tokens: TokenService
     trail: AccessTrail
     worklists: WorklistService
+    feeds: FeedService
 
 
 def build_services(s: Settings, *, create_store: bool = True) -> Services:
@@ -54,7 +56,7 @@ def build_services(s: Settings, *, create_store: bool = True) -> Services:
     ingest = IngestService(uow, policy, **s.mllp.ingest_options())
     ingest.on_alerts = relay.wake
     clinic = ClinicService(uow, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
-    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow), WorklistService(uow, policy, timezone=s.rules.timezone))
+    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow), WorklistService(uow, policy, timezone=s.rules.timezone), FeedService(uow))
 
 
 def build_authenticator(s: Settings, tokens: TokenService) -> Authenticator | None:

@@ -143,6 +143,10 @@ def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProces
     b.get(base + "/ui/messages?control_id=GP1-W1")  # type: ignore[attr-defined]
     assert "GP1-W1" in b.find_element(By.ID, "messages").text  # type: ignore[attr-defined]
     b.save_screenshot(str(tmp_path / "messages.png"))  # type: ignore[attr-defined]
+    b.get(base + "/ui/feeds")  # type: ignore[attr-defined]
+    feed = b.find_element(By.CSS_SELECTOR, "#feeds tr.feed")  # type: ignore[attr-defined]
+    assert "sending" in feed.text and feed.find_element(By.TAG_NAME, "svg")
+    b.save_screenshot(str(tmp_path / "feeds.png"))  # type: ignore[attr-defined]
     b.get(base + "/ui/patients/GP1?authority=HOSP")  # type: ignore[attr-defined]
     assert "may not read patients" in b.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
 

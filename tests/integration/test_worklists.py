@@ -65,3 +65,26 @@ async def test_a_result_for_nobody_enrolled_is_listed(d: Daemon) -> None:
         assert b"MSA|AA" in await c.send(oru("TYPO-1", "MRN-TYPO", TODAY, "1.9", "TYPO-1"))
     wl = (await d.services.worklists.worklists(Filters())).lists
     assert "MRN-TYPO" in _on(wl, "unattributed")
+
+
+def test_a_sender_that_usually_sends_in_this_hour_and_has_not_is_flagged_quiet() -> None:
+    from datetime import UTC, datetime
+
+    from rems_ingest.service.feeds import gone_quiet
+
+    now = datetime(2026, 3, 10, 14, 20, tzinfo=UTC)
+    usual = {(now - timedelta(days=d)).strftime("%Y-%m-%dT%H"): 30 for d in range(1, 8)}
+    assert gone_quiet(now, usual)  # 7 of 7 days at 14:00, nothing this hour or the last
+    assert not gone_quiet(now, {**usual, "2026-03-10T14": 3})  # it is sending
+    assert not gone_quiet(now, {**usual, "2026-03-10T13": 3})  # it sent in the last hour
+    assert not gone_quiet(now, {k: v for k, v in list(usual.items())[:3]})  # only 3 of 7 days: not usual
+
+
+async def test_feeds_count_messages_rejects_and_warnings_per_sender(d: Daemon) -> None:
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        for n in range(3):
+            assert b"MSA|AA" in await c.send(oru(f"F-{n}", f"FEED{n}", TODAY, "1.9", f"F-{n}"))
+        assert b"MSA|AR" in await c.send(oru("F-BAD", "FEED9", TODAY, "1.9", "F-BAD").replace(b"ORU^R01", b"ADT^A01"))
+    (feed,) = await d.services.feeds.feeds()
+    assert feed.messages == 4 and feed.rejected == 1 and sum(feed.hourly) == 4 and feed.hourly[-1] == 4
+    assert not feed.quiet and feed.last_at

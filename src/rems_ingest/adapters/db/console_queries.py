@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from rems_ingest.adapters.db import codec
@@ -108,3 +108,23 @@ class ConsoleQueries:
         out = dict(row._mapping)
         out["observations"] = self.conn.execute(select(func.count(observation.c.id)).where(observation.c.message_id == message_id)).scalar()
         return out
+
+    def feed_hours(self, since: str) -> list[dict[str, Any]]:
+        """Messages per sender per hour since ``since`` (ISO), with how many were answered AE/AR
+        and how many carried warnings: aggregated in SQL, whatever the volume."""
+        m = inbound_message
+        hour = func.substr(m.c.received_at, 1, 13)
+        q = (
+            select(
+                m.c.sending_facility.label("facility"),
+                m.c.sending_app.label("app"),
+                hour.label("hour"),
+                func.count().label("n"),
+                func.sum(case((m.c.ack_code.in_(["AE", "AR"]), 1), else_=0)).label("rejected"),
+                func.sum(case((m.c.ack_detail != "[]", 1), else_=0)).label("warned"),
+                func.max(m.c.received_at).label("last"),
+            )
+            .where(m.c.received_at >= since)
+            .group_by(m.c.sending_facility, m.c.sending_app, hour)
+        )
+        return [dict(r._mapping) for r in self.conn.execute(q)]

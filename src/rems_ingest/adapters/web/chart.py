@@ -86,3 +86,13 @@ def _point(cx: float, cy: float, v: Decimal, t: datetime, st: str, cat: str) -> 
     if st in ("deleted", "wrong"):
         return f'<path {attrs} d="M{cx - 5:.1f},{cy - 5:.1f} L{cx + 5:.1f},{cy + 5:.1f} M{cx - 5:.1f},{cy + 5:.1f} L{cx + 5:.1f},{cy - 5:.1f}" stroke="#a00" stroke-width="2">{label}</path>'
     return f'<circle {attrs} cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="#114">{label}</circle>'
+
+
+def sparkline(values: list[int], width: int = 240, height: int = 36) -> str:
+    """Messages per hour as bars, the newest on the right; the counts are in the <title>."""
+    top = max([1, *values])
+    bar = width / max(1, len(values))
+    bars = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - height * v / top:.1f}" width="{max(1.0, bar - 1):.1f}" height="{height * v / top:.1f}" fill="#1d3557"/>' for i, v in enumerate(values)
+    )
+    return f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"><title>messages per hour, last 24 h: {", ".join(map(str, values))}</title>{bars}</svg>'

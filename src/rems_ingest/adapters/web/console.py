@@ -21,13 +21,14 @@ import jinja2
 from aiohttp import web
 
 from rems_ingest.adapters.http.identity import Authenticator, TooManyFailures, Unauthenticated
-from rems_ingest.adapters.web.chart import STATUS_NAMES, bands, svg
+from rems_ingest.adapters.web.chart import STATUS_NAMES, bands, sparkline, svg
 from rems_ingest.core.errors import CoreError
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, PatientKey
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.access import AccessTrail, Identity, Permission, Role
 from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
 from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
+from rems_ingest.service.feeds import FeedService
 from rems_ingest.service.worklists import LISTS, Filters, WorklistService
 
 HERE = Path(__file__).resolve().parent
@@ -38,8 +39,8 @@ ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), 
 
 
 class Console:
-    def __init__(self, clinic: ClinicService, worklists: WorklistService, policy: Any, authenticator: Authenticator | None, trail: AccessTrail | None) -> None:
-        self.clinic, self.worklists, self.policy = clinic, worklists, policy
+    def __init__(self, clinic: ClinicService, worklists: WorklistService, policy: Any, authenticator: Authenticator | None, trail: AccessTrail | None, feeds: FeedService | None = None) -> None:
+        self.clinic, self.worklists, self.policy, self.feeds = clinic, worklists, policy, feeds
         self.authenticator, self.trail = authenticator, trail
         self._secret = secrets.token_bytes(32)  # CSRF tokens: valid for this process's life
 
@@ -54,6 +55,7 @@ class Console:
         app.router.add_get("/ui/patients/{id}", self.patient_page)
         app.router.add_post("/ui/patients/{id}/events", self.post_event)
         app.router.add_get("/ui/messages", self.messages_page)
+        app.router.add_get("/ui/feeds", self.feeds_page)
         app.router.add_get("/ui/messages/{mid:\\d+}", self.message_page)
         app.router.add_post("/ui/patients/{id}/assignment", self.post_assignment)
         app.router.add_post("/ui/enroll", self.post_enroll)
@@ -255,6 +257,12 @@ class Console:
             return await self.worklist_page(request, preview=preview, rows_json=json.dumps(rows))
         await self.audit(who, "ui.import", None, 201, request)
         raise web.HTTPSeeOther("/ui/worklists")
+
+    async def feeds_page(self, request: web.Request) -> web.Response:
+        who, token = await self.who(request)
+        if not who.may(Permission.RUN_SWEEP) or self.feeds is None:
+            return self.forbidden(request, who, token, "see the feeds")
+        return self.render("feeds.html", request, who, token, feeds=await self.feeds.feeds(), spark=sparkline)
 
     async def message_page(self, request: web.Request) -> web.Response:
         who, token = await self.who(request)
