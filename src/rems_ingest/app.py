@@ -133,7 +133,7 @@ class Daemon:
         await self.server.start()
         authenticator = build_authenticator(s, self.services.tokens)
         app = build_app(self.clinic, self.readiness, self.policy.reload, authenticator=authenticator, trail=self.services.trail, openapi=openapi_document())
-        Console(self.clinic, self.services.worklists, self.policy, authenticator, self.services.trail, self.services.feeds).routes(app)
+        Console(self.clinic, self.services.worklists, self.policy, authenticator, self.services.trail, self.services.feeds, self.services.replay).routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         https = None

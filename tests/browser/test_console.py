@@ -215,6 +215,17 @@ def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_onl
     b.get(base + "/ui/messages?control_id=NEW1-B")  # type: ignore[attr-defined]
     b.find_element(By.CSS_SELECTOR, "#messages a").click()  # type: ignore[attr-defined]
     assert "MSH|" in b.find_element(By.ID, "raw").text  # type: ignore[attr-defined]
+    # replay from the browser: a preview of what would be replayed, then the replay itself
+    _send(d, oru("NEUTA-1", "NEW1", date.today(), "1.7", "NEUTA-1").replace(b"751-8^Neutrophils [#/volume] in Blood by Automated count^LN", b"NEUTA^Neutrophils abs^L"))
+    b.get(base + "/ui/messages")  # type: ignore[attr-defined]
+    Select(b.find_element(By.ID, "r-status")).select_by_value("FILTERED")  # type: ignore[attr-defined]
+    b.execute_script(f"document.getElementById('r-since').value = '{date.today().isoformat()}'")  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#replay-form button[type=submit]").click()  # type: ignore[attr-defined]
+    _until(b, lambda drv: drv.find_elements(By.ID, "replay-preview"))
+    assert "NEUTA-1" in b.find_element(By.ID, "replay-preview").text  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#replay-apply button[type=submit]").click()  # type: ignore[attr-defined]
+    _until(b, lambda drv: drv.find_elements(By.ID, "replay-result"))
+    assert "NEUTA-1" in b.find_element(By.ID, "replay-result").text  # type: ignore[attr-defined]
     trail = subprocess.run([str(BIN), "audit", "show"], env=d.env, capture_output=True, text=True, timeout=60, check=True).stdout
     assert "ui.message.raw" in trail and "lab-interface" in trail
     _login(b, d, pharmacist)

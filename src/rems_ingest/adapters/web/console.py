@@ -12,6 +12,7 @@ import io
 import json
 import math
 import secrets
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from rems_ingest.service.access import AccessTrail, Identity, Permission, Role
 from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
 from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
 from rems_ingest.service.feeds import FeedService
+from rems_ingest.service.replay import ReplayService
 from rems_ingest.service.worklists import LISTS, Filters, WorklistService
 
 HERE = Path(__file__).resolve().parent
@@ -39,8 +41,8 @@ ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), 
 
 
 class Console:
-    def __init__(self, clinic: ClinicService, worklists: WorklistService, policy: Any, authenticator: Authenticator | None, trail: AccessTrail | None, feeds: FeedService | None = None) -> None:
-        self.clinic, self.worklists, self.policy, self.feeds = clinic, worklists, policy, feeds
+    def __init__(self, clinic: ClinicService, worklists: WorklistService, policy: Any, authenticator: Authenticator | None, trail: AccessTrail | None, feeds: FeedService | None = None, replay: ReplayService | None = None) -> None:
+        self.clinic, self.worklists, self.policy, self.feeds, self.replay = clinic, worklists, policy, feeds, replay
         self.authenticator, self.trail = authenticator, trail
         self._secret = secrets.token_bytes(32)  # CSRF tokens: valid for this process's life
 
@@ -56,6 +58,7 @@ class Console:
         app.router.add_post("/ui/patients/{id}/events", self.post_event)
         app.router.add_get("/ui/messages", self.messages_page)
         app.router.add_get("/ui/feeds", self.feeds_page)
+        app.router.add_post("/ui/replay", self.post_replay)
         app.router.add_get("/ui/messages/{mid:\\d+}", self.message_page)
         app.router.add_post("/ui/patients/{id}/assignment", self.post_assignment)
         app.router.add_post("/ui/enroll", self.post_enroll)
@@ -183,7 +186,27 @@ class Console:
         await self.audit(who, "ui.patient.event", key, 201, request)
         raise web.HTTPSeeOther(f"/ui/patients/{request.match_info['id']}?authority={request.query.get('authority', '')}")
 
-    async def messages_page(self, request: web.Request) -> web.Response:
+    async def post_replay(self, request: web.Request) -> web.Response:
+        """Replay the stored messages in a status received since a date: a preview first."""
+        who, token = await self.who(request)
+        form = await self._check_csrf(request, token)
+        if not who.may(Permission.RUN_SWEEP) or self.replay is None:
+            return self.forbidden(request, who, token, "replay messages")
+        rq = {"status": form.get("status", ""), "since": form.get("since", "")}
+        try:
+            since = datetime.combine(parse_date(rq["since"], "since"), datetime.min.time(), UTC)
+        except CoreError as exc:
+            return await self.messages_page(request, error=str(exc))
+        if rq["status"] not in ("FILTERED", "REJECTED", "PROCESSED", "REPLAYED"):
+            return await self.messages_page(request, error="choose a status")
+        rows = await self.replay.select(since=since, status=rq["status"])
+        if form.get("step") != "apply":
+            return await self.messages_page(request, replay_preview=rows, rq=rq)
+        done = [await self.replay.replay(r, who.subject) for r in rows]
+        await self.audit(who, f"ui.replay {rq['status']} since {rq['since']}", None, 200, request)
+        return await self.messages_page(request, replayed=done)
+
+    async def messages_page(self, request: web.Request, **extra: Any) -> web.Response:
         who, token = await self.who(request)
         if not who.may(Permission.RUN_SWEEP):  # the integration role
             await self.audit(who, "ui.messages", None, 403, request)
@@ -193,7 +216,7 @@ class Console:
         for m in rows:
             m["warnings"] = "; ".join(e.get("message", "") for e in json.loads(m.pop("ack_detail") or "[]"))
         await self.audit(who, "ui.messages", None, 200, request)
-        return self.render("messages.html", request, who, token, messages=rows, q=q)
+        return self.render("messages.html", request, who, token, messages=rows, q=q, **extra)
 
     # ------------------------------------------------------------ clinic actions, message detail
 
