@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
@@ -12,6 +13,7 @@ from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.config import Settings, display_url
 from rems_ingest.core.model import PatientKey, Population
+from rems_ingest.service.access import Role
 from rems_ingest.service.commands import EnrollPatient
 
 
@@ -26,7 +28,7 @@ def oru(control_id: str, patient: str, on: date, anc_k: str, filler: str) -> byt
     return ("\r".join(segs) + "\r").encode()
 
 
-async def run_demo(settings: Settings, echo: Callable[[str], None]) -> bool:
+async def run_demo(settings: Settings, echo: Callable[[str], None], stay: bool = False) -> bool:
     """The walk-through; False when a configured broker did not take every alert."""
     daemon = Daemon(settings)
     await daemon.start()
@@ -63,6 +65,8 @@ async def run_demo(settings: Settings, echo: Callable[[str], None]) -> bool:
             echo(f"{body['patient']['id']:<9} {body['kind']:<28} {body['severity']:<9} {body['reason'][:80]}")
         echo(f"\n{len(rows)} alerts")
         published = await _published(daemon, len(rows)) if daemon.relay.url else None
+        if stay:
+            await _console(daemon, echo)
     finally:
         await daemon.shutdown()
     if published is not None:
@@ -71,8 +75,23 @@ async def run_demo(settings: Settings, echo: Callable[[str], None]) -> bool:
             echo(f"broker {shown}: {published} of {len(rows)} alerts published; {daemon.relay.last_error or 'no confirm'}: check the URL and credentials")
             return False
         echo(f"broker {shown}: all {published} alerts published and confirmed")
-    echo("to try the API yourself, run the daemon (rems-ingest serve) and: curl -s 'http://127.0.0.1:8080/v1/patients/DEMO-GP?authority=HOSP'")
+    if not stay:
+        echo("to look around in the web console, run: rems-ingest demo --stay (it prints the address and a login)")
     return True
+
+
+async def _console(daemon: Daemon, echo: Callable[[str], None]) -> None:
+    """Keep the demo daemon up with a console login that holds every role, until Ctrl-C."""
+    token = await daemon.services.tokens.create("demo", frozenset(Role), created_by="demo")
+    base = f"http://127.0.0.1:{daemon.http_port}"
+    echo(f"\nweb console: {base}/ui/  (log in with this token: {token})")
+    echo(f"API: curl -s -H 'Authorization: Bearer {token}' '{base}/v1/patients/DEMO-GP?authority=HOSP'")
+    echo("Ctrl-C stops the demo (its store is thrown away)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def _published(daemon: Daemon, total: int, wait: float = 10.0) -> int:

@@ -39,3 +39,30 @@ def test_demo_with_the_broker_counts_what_was_published(rabbitmq_url: str) -> No
     r = CliRunner().invoke(cli, ["demo", "--amqp", rabbitmq_url])
     assert 0 == r.exit_code, r.output
     assert "all 13 alerts published and confirmed" in r.output
+
+
+def test_demo_stay_prints_a_console_address_and_a_login_that_works(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue #16: `rems-ingest demo --stay` prints the console URL and a login that works."""
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.process import BIN
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMS_")}
+    proc = subprocess.Popen([str(BIN), "demo", "--stay"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, url, token = time.monotonic() + 90, "", ""
+        while time.monotonic() < deadline and not url:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if m := re.search(r"web console: (\S+)  \(log in with this token: (\S+)\)", line):
+                url, token = m.group(1), m.group(2)
+        assert url and token
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        page = opener.open(urllib.request.Request(url + "login", data=f"token={token}".encode(), method="POST"), timeout=10).read().decode()
+        assert "Worklists" in page and "DEMO-GP" in page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert 0 == proc.wait(30)

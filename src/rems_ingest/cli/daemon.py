@@ -135,8 +135,9 @@ def _why(exc: BaseException, host: str, port: int, timeout: float, *, connected:
 
 @cli.command()
 @click.option("--amqp", "amqp_url", help="Also publish to this broker (default: REMS_AMQP__URL, else hold alerts).")
+@click.option("--stay", is_flag=True, help="Keep the daemon up afterwards and print the web console's address and a login.")
 @click.pass_context
-def demo(ctx: click.Context, amqp_url: str | None) -> None:
+def demo(ctx: click.Context, amqp_url: str | None, stay: bool) -> None:
     """Start the daemon on a throw-away SQLite store, enroll two patients, send the seed
     walk-through over MLLP and print the decisions and alerts."""
     s = settings(ctx)
@@ -148,5 +149,5 @@ def demo(ctx: click.Context, amqp_url: str | None) -> None:
         if amqp_url:
             s.amqp.url = amqp_url  # type: ignore[assignment]
         configure(s.log.format, "ERROR")  # the output is the walk-through, not daemon chatter
-        if not asyncio.run(run_demo(s, click.echo)):
+        if not asyncio.run(run_demo(s, click.echo, stay)):
             sys.exit(1)
