@@ -116,6 +116,8 @@ def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProces
     assert ["1800", "900"] == [p.get_attribute("data-anc") for p in points]
     assert "moderate" == points[-1].get_attribute("data-category")
     assert "moderate" in b.find_element(By.ID, "category").text  # type: ignore[attr-defined]
+    assert b.find_elements(By.CSS_SELECTOR, "svg rect.episode")  # type: ignore[attr-defined]  # the interruption is shaded
+    assert "therapy interrupted for neutropenia" in b.find_element(By.TAG_NAME, "figcaption").text  # type: ignore[attr-defined]
     # a prescriber records a fever from the form, signed as themselves
     Select(b.find_element(By.ID, "type")).select_by_value("fever")  # type: ignore[attr-defined]
     b.find_element(By.ID, "temperature_c").send_keys("38.9")  # type: ignore[attr-defined]

@@ -88,3 +88,23 @@ async def test_feeds_count_messages_rejects_and_warnings_per_sender(d: Daemon) -
     (feed,) = await d.services.feeds.feeds()
     assert feed.messages == 4 and feed.rejected == 1 and sum(feed.hourly) == 4 and feed.hourly[-1] == 4
     assert not feed.quiet and feed.last_at
+
+
+async def test_the_patient_record_names_the_held_episodes_and_what_superseded_an_alert(d: Daemon) -> None:
+    from rems_ingest.core.model import PatientKey
+
+    start = TODAY - timedelta(days=10)
+    await _patient(d, "EP1", start, [(TODAY - timedelta(days=3), "0.9"), (TODAY - timedelta(days=2), "1.6")])
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:  # the lab corrects the 900 to 1,800
+        corrected = oru("EP1-0", "EP1", TODAY - timedelta(days=3), "1.8", "EP1-0").replace(b"|||F", b"|||C")
+        assert b"MSA|AA" in await c.send(corrected)
+    record = await d.services.worklists.record(PatientKey("EP1", "HOSP"))
+    assert record is not None
+    superseded = [a for a in record["alerts"] if a["withdrawn"]]
+    assert superseded and all(a["superseded_by"].startswith("alert.superseded") for a in superseded)
+    assert [] == record["episodes"]  # the correction took the interruption away
+    await _patient(d, "EP2", start, [(TODAY - timedelta(days=3), "0.9")])
+    held = await d.services.worklists.record(PatientKey("EP2", "HOSP"))
+    assert held is not None
+    (episode,) = held["episodes"]
+    assert (episode.start, episode.end, episode.what) == (TODAY - timedelta(days=3), None, "therapy interrupted for neutropenia")

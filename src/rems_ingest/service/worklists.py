@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from rems_ingest.core import dispense
-from rems_ingest.core.model import ClinicalEvent, Enroll, PatientKey, Phase
+from rems_ingest.core import dispense, rules
+from rems_ingest.core.model import ClinicalEvent, Enroll, Event, PatientKey, Phase, TreatmentStatus, event_sort_key
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.ports import PatientSummary, Repositories, UnitOfWork
 
@@ -92,12 +92,15 @@ class WorklistService:
     async def record(self, key: PatientKey) -> dict[str, Any] | None:
         """Everything the patient page shows: the row, every result, every alert, the events."""
 
+        policy = self.policy()
+
         def read(repo: Repositories) -> dict[str, Any] | None:
             row = repo.patient(key, create=False, lock=False)
             if row is None:
                 return None
-            events = [e for e in repo.events(row.pk) if isinstance(e, ClinicalEvent | Enroll)]
-            return {"row": row, "results": repo.observation_points(row.pk), "alerts": repo.alerts_for(row.pk, 1000), "events": events}
+            history = repo.events(row.pk)
+            events = [e for e in history if isinstance(e, ClinicalEvent | Enroll)]
+            return {"row": row, "results": repo.observation_points(row.pk), "alerts": _timeline(repo.alerts_for(row.pk, 1000)), "events": events, "episodes": episodes(policy, history)}
 
         return await self.store.read(read)
 
@@ -132,3 +135,44 @@ def _complete(repo: Repositories, policy: RulesPolicy, today: date, items: list[
         i.action = row.state.action
         if not i.detail:
             i.detail = dispense.check(policy, row.state, today).reason
+
+
+@dataclass(frozen=True)
+class Episode:
+    start: date
+    end: date | None  # None: still going
+    what: str
+
+
+_HELD = {TreatmentStatus.HELD_HEME: "therapy interrupted for neutropenia", TreatmentStatus.ON_HOLD_DECISION: "held: awaiting a prescriber decision"}
+
+
+def episodes(policy: RulesPolicy, history: list[Event]) -> list[Episode]:
+    """The spans when therapy was held for neutropenia or awaited a decision, from the same
+    fold the daemon applies (for the chart's shading)."""
+    out: list[Episode] = []
+    current: tuple[date, str] | None = None
+    for d, ev in zip(rules.fold(policy, history).decisions, sorted(history, key=event_sort_key), strict=True):
+        what = _HELD.get(d.state.treatment)
+        if current and what != current[1]:
+            out.append(Episode(current[0], ev.on, current[1]))
+            current = None
+        if what and current is None:
+            current = (ev.on, what)
+    if current:
+        out.append(Episode(current[0], None, current[1]))
+    return out
+
+
+def _timeline(rows: list[Any]) -> list[dict[str, Any]]:
+    """Alerts newest first with severity, reason, published or not, and what superseded them."""
+    out, superseded_by = [], {}
+    for r in rows:
+        body = json.loads(r.payload)
+        old = (body.get("detail") or {}).get("superseded_alert_id")
+        if old:
+            superseded_by[old] = f"{r.kind} {r.alert_id[:12]}"
+        out.append({"alert_id": r.alert_id, "kind": r.kind, "severity": body.get("severity", ""), "reason": body.get("reason", ""), "created_at": r.created_at, "published": r.published_at is not None, "withdrawn": bool(r.withdrawn)})
+    for a in out:
+        a["superseded_by"] = superseded_by.get(a["alert_id"], "")
+    return out

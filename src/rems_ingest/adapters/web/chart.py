@@ -7,10 +7,12 @@ its value, date and category in text (a <title>), so nothing is told by colour a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from html import escape
+from typing import Any
 
 from rems_ingest.core.categories import categorize
 from rems_ingest.core.model import Population
@@ -36,7 +38,7 @@ def bands(policy: RulesPolicy, population: Population) -> list[Band]:
     return [Band(policy.gp_normal, None, "normal"), Band(policy.gp_mild, policy.gp_normal, "mild"), Band(policy.gp_moderate, policy.gp_mild, "moderate"), Band(Decimal(0), policy.gp_moderate, "severe")]
 
 
-def svg(policy: RulesPolicy, population: Population, results: list[dict[str, object]]) -> str:
+def svg(policy: RulesPolicy, population: Population, results: list[dict[str, object]], episodes: Sequence[Any] = ()) -> str:
     points = [(datetime.fromisoformat(str(r["observed_at"])), Decimal(str(r["anc_per_ul"])), STATUS_NAMES.get(str(r["status"]), str(r["status"]))) for r in results]
     bs = bands(policy, population)
     top_value = max([Decimal(3000), *(v * Decimal("1.1") for _, v, _ in points)])
@@ -62,6 +64,10 @@ def svg(policy: RulesPolicy, population: Population, results: list[dict[str, obj
         out.append(f'<rect class="band band-{b.name}" data-band="{b.name}" data-low="{b.low}" x="{LEFT}" y="{y(hi):.1f}" width="{pw}" height="{max(0.0, y(b.low) - y(hi)):.1f}" fill="{COLOURS[b.name]}"><title>{b.name.replace("_", " ")}: {b.low}{"+" if b.high is None else f"–{b.high}"} /uL</title></rect>')
         if b.low > 0:
             out.append(f'<text x="{LEFT - 4}" y="{y(b.low) + 4:.1f}" text-anchor="end" font-size="11">{b.low}</text>')
+    for e in episodes:  # held spans, shaded behind the points
+        x0 = x(max(t0, datetime.combine(e.start, datetime.min.time())))
+        x1 = x(min(t1, datetime.combine(e.end, datetime.min.time()))) if e.end else LEFT + pw
+        out.append(f'<rect class="episode" x="{x0:.1f}" y="{TOP}" width="{max(2.0, x1 - x0):.1f}" height="{ph}" fill="#555" fill-opacity="0.15"><title>{escape(e.what)}: {e.start} to {e.end or "now"}</title></rect>')
     out.append(f'<text x="{LEFT + 4}" y="{TOP + 12}" font-size="11">cells/uL</text>')
     for i in range(5):
         t = t0 + (t1 - t0) * i / 4

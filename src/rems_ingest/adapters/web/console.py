@@ -163,7 +163,7 @@ class Console:
         await self.audit(who, "ui.patient.read", key, 200, request)
         return self.render(
             "patient.html", request, who, token, status=422 if error else 200, error=error,
-            key=key, view=view, check=check, chart=svg(policy, row.state.population, results), bands=bands(policy, row.state.population),
+            key=key, view=view, check=check, chart=svg(policy, row.state.population, results, record["episodes"]), bands=bands(policy, row.state.population), episodes=record["episodes"],
             alerts=record["alerts"], events=record["events"], total=len(results), page=page, pages=pages,
             page_rows=newest_first[(page - 1) * PAGE : page * PAGE], status_names=STATUS_NAMES,
             can_event=who.may(Permission.RECORD_EVENT), event_types=sorted(CLINICAL_EVENT_TYPES), today=self.worklists.today().isoformat(), can_manage=who.may(Permission.ENROLL),
