@@ -38,47 +38,79 @@ def bands(policy: RulesPolicy, population: Population) -> list[Band]:
     return [Band(policy.gp_normal, None, "normal"), Band(policy.gp_mild, policy.gp_normal, "mild"), Band(policy.gp_moderate, policy.gp_mild, "moderate"), Band(Decimal(0), policy.gp_moderate, "severe")]
 
 
-def svg(policy: RulesPolicy, population: Population, results: list[dict[str, object]], episodes: Sequence[Any] = ()) -> str:
-    points = [(datetime.fromisoformat(str(r["observed_at"])), Decimal(str(r["anc_per_ul"])), STATUS_NAMES.get(str(r["status"]), str(r["status"]))) for r in results]
-    bs = bands(policy, population)
-    top_value = max([Decimal(3000), *(v * Decimal("1.1") for _, v, _ in points)])
-    if points:
-        t0, t1 = min(p[0] for p in points), max(p[0] for p in points)
-    else:
-        t0 = t1 = datetime.now()
+@dataclass(frozen=True)
+class _Scale:
+    """Time on x, cells/uL on y, inside the plot area."""
+
+    t0: datetime
+    t1: datetime
+    top: Decimal
+
+    @property
+    def width(self) -> int:
+        return W - LEFT - RIGHT
+
+    @property
+    def height(self) -> int:
+        return H - TOP - BOTTOM
+
+    def x(self, t: datetime) -> float:
+        return LEFT + self.width * (t - self.t0).total_seconds() / (self.t1 - self.t0).total_seconds()
+
+    def y(self, v: Decimal) -> float:
+        return TOP + self.height * (1 - float(min(v, self.top) / self.top))
+
+
+def _scale(points: list[tuple[datetime, Decimal, str]]) -> _Scale:
+    top = max([Decimal(3000), *(v * Decimal("1.1") for _, v, _ in points)])
+    t0 = min((p[0] for p in points), default=datetime.now())
+    t1 = max((p[0] for p in points), default=t0)
     if t1 - t0 < timedelta(days=7):
         t0, t1 = t0 - timedelta(days=3), t1 + timedelta(days=4)
-    span = (t1 - t0).total_seconds()
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    return _Scale(t0, t1, top)
 
-    def x(t: datetime) -> float:
-        return LEFT + pw * (t - t0).total_seconds() / span
 
-    def y(v: Decimal) -> float:
-        return TOP + ph * (1 - float(min(v, top_value) / top_value))
-
+def svg(policy: RulesPolicy, population: Population, results: list[dict[str, object]], episodes: Sequence[Any] = ()) -> str:
+    points = [(datetime.fromisoformat(str(r["observed_at"])), Decimal(str(r["anc_per_ul"])), STATUS_NAMES.get(str(r["status"]), str(r["status"]))) for r in results]
+    sc = _scale(points)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" role="img" aria-labelledby="chart-title" class="anc-chart">',
            f'<title id="chart-title">ANC over time, {len(points)} result(s), bands for {escape(population.value)} ({escape(policy.label)})</title>']
-    for b in bs:
-        hi = b.high if b.high is not None else top_value
-        out.append(f'<rect class="band band-{b.name}" data-band="{b.name}" data-low="{b.low}" x="{LEFT}" y="{y(hi):.1f}" width="{pw}" height="{max(0.0, y(b.low) - y(hi)):.1f}" fill="{COLOURS[b.name]}"><title>{b.name.replace("_", " ")}: {b.low}{"+" if b.high is None else f"–{b.high}"} /uL</title></rect>')
-        if b.low > 0:
-            out.append(f'<text x="{LEFT - 4}" y="{y(b.low) + 4:.1f}" text-anchor="end" font-size="11">{b.low}</text>')
-    for e in episodes:  # held spans, shaded behind the points
-        x0 = x(max(t0, datetime.combine(e.start, datetime.min.time())))
-        x1 = x(min(t1, datetime.combine(e.end, datetime.min.time()))) if e.end else LEFT + pw
-        out.append(f'<rect class="episode" x="{x0:.1f}" y="{TOP}" width="{max(2.0, x1 - x0):.1f}" height="{ph}" fill="#555" fill-opacity="0.15"><title>{escape(e.what)}: {e.start} to {e.end or "now"}</title></rect>')
-    out.append(f'<text x="{LEFT + 4}" y="{TOP + 12}" font-size="11">cells/uL</text>')
-    for i in range(5):
-        t = t0 + (t1 - t0) * i / 4
-        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
-        out.append(f'<text x="{x(t):.1f}" y="{H - 12}" text-anchor="{anchor}" font-size="11">{t.date()}</text>')
-    line = [(x(t), y(v)) for t, v, st in points if st in ("final", "corrected")]
+    out += _bands(sc, bands(policy, population)) + _episodes(sc, episodes) + _axis(sc)
+    line = [(sc.x(t), sc.y(v)) for t, v, st in points if st in ("final", "corrected")]
     if len(line) > 1:
         out.append('<polyline fill="none" stroke="#445" stroke-width="1.2" points="' + " ".join(f"{a:.1f},{b:.1f}" for a, b in line) + '"/>')
-    out += [_point(x(t), y(v), v, t, st, categorize(policy, population, v).value.replace("_", " ")) for t, v, st in points]
+    out += [_point(sc.x(t), sc.y(v), v, t, st, categorize(policy, population, v).value.replace("_", " ")) for t, v, st in points]
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _bands(sc: _Scale, bs: list[Band]) -> list[str]:
+    out = []
+    for b in bs:
+        hi = b.high if b.high is not None else sc.top
+        out.append(f'<rect class="band band-{b.name}" data-band="{b.name}" data-low="{b.low}" x="{LEFT}" y="{sc.y(hi):.1f}" width="{sc.width}" height="{max(0.0, sc.y(b.low) - sc.y(hi)):.1f}" fill="{COLOURS[b.name]}"><title>{b.name.replace("_", " ")}: {b.low}{"+" if b.high is None else f"–{b.high}"} /uL</title></rect>')
+        if b.low > 0:
+            out.append(f'<text x="{LEFT - 4}" y="{sc.y(b.low) + 4:.1f}" text-anchor="end" font-size="11">{b.low}</text>')
+    return out
+
+
+def _episodes(sc: _Scale, episodes: Sequence[Any]) -> list[str]:
+    """Held spans, shaded behind the points and named in a <title>."""
+    out = []
+    for e in episodes:
+        x0 = sc.x(max(sc.t0, datetime.combine(e.start, datetime.min.time())))
+        x1 = sc.x(min(sc.t1, datetime.combine(e.end, datetime.min.time()))) if e.end else LEFT + sc.width
+        out.append(f'<rect class="episode" x="{x0:.1f}" y="{TOP}" width="{max(2.0, x1 - x0):.1f}" height="{sc.height}" fill="#555" fill-opacity="0.15"><title>{escape(e.what)}: {e.start} to {e.end or "now"}</title></rect>')
+    return out
+
+
+def _axis(sc: _Scale) -> list[str]:
+    out = [f'<text x="{LEFT + 4}" y="{TOP + 12}" font-size="11">cells/uL</text>']
+    for i in range(5):
+        t = sc.t0 + (sc.t1 - sc.t0) * i / 4
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        out.append(f'<text x="{sc.x(t):.1f}" y="{H - 12}" text-anchor="{anchor}" font-size="11">{t.date()}</text>')
+    return out
 
 
 def _point(cx: float, cy: float, v: Decimal, t: datetime, st: str, cat: str) -> str:
