@@ -23,7 +23,7 @@ from rems_ingest.adapters.http.api import build_app
 from rems_ingest.adapters.http.openapi import openapi_document
 from rems_ingest.adapters.mllp.server import Limits, MllpServer
 from rems_ingest.adapters.web.console import Console
-from rems_ingest.bootstrap import build_authenticator, build_services
+from rems_ingest.bootstrap import build_authenticator, build_services, oidc_login
 from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder  # noqa: F401 - re-exported: PolicyHolder used to live here
 from rems_ingest.supervision import Supervisor
@@ -133,7 +133,7 @@ class Daemon:
         await self.server.start()
         authenticator = build_authenticator(s, self.services.tokens)
         app = build_app(self.clinic, self.readiness, self.policy.reload, authenticator=authenticator, trail=self.services.trail, openapi=openapi_document())
-        Console(self.clinic, self.services.worklists, self.policy, authenticator, self.services.trail, self.services.feeds, self.services.replay).routes(app)
+        Console(self.clinic, self.services.worklists, self.policy, authenticator, self.services.trail, self.services.feeds, self.services.replay, oidc_login(s)).routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         https = None

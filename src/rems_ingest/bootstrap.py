@@ -13,6 +13,7 @@ from rems_ingest.adapters.amqp.topology import Topology
 from rems_ingest.adapters.db.store import Store
 from rems_ingest.adapters.db.unit_of_work import StoreOutboxSource, StoreUnitOfWork
 from rems_ingest.adapters.http.identity import Authenticator, JwtVerifier
+from rems_ingest.adapters.web.oidc_login import OidcLogin
 from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder
 from rems_ingest.service.access import AccessTrail, Identity, TokenService, parse_roles
@@ -69,3 +70,11 @@ def build_authenticator(s: Settings, tokens: TokenService) -> Authenticator | No
         verifier = JwtVerifier(h.oidc_issuer, h.oidc_audience, h.oidc_jwks_url, h.oidc_jwks_file, h.oidc_subject_claim, h.oidc_roles_claim, dict(h.oidc_role_map), h.oidc_pharmacy_claim)
     certificates = {cn: Identity(cn, parse_roles(m.roles), m.pharmacy_id, via="mtls") for cn, m in h.mtls_identities.items()}
     return Authenticator(tokens, verifier, h.max_auth_failures_per_minute, certificates)
+
+
+def oidc_login(s: Settings) -> OidcLogin | None:
+    """The console's provider login, when http.oidc_authorize_url is set (with tokens auth)."""
+    h = s.http
+    if h.auth == "none" or not h.oidc_authorize_url:
+        return None
+    return OidcLogin(h.oidc_authorize_url, h.oidc_token_url, h.oidc_client_id, h.oidc_redirect_url, h.oidc_scope, h.oidc_client_secret_file)

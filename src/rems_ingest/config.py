@@ -202,6 +202,14 @@ class HttpSettings(_Section):
     oidc_roles_claim: str = "roles"  # a list (or space-separated string) of the IdP's role names
     oidc_role_map: dict[str, str] = {}  # IdP role name -> pharmacy | prescriber | clinic | integration | auditor
     oidc_pharmacy_claim: str = "pharmacy_id"  # limits a pharmacy identity to its patients
+    # the console's "Log in with <provider>" (authorization code flow with PKCE): the access token
+    # it returns must be a JWT the settings above accept
+    oidc_authorize_url: str = ""
+    oidc_token_url: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: Path | None = None
+    oidc_scope: str = "openid"
+    oidc_redirect_url: str = ""  # e.g. https://rems.hospital.example:8080/ui/oidc/callback
     # failed authentications per client address per minute before it gets 429 for the minute
     max_auth_failures_per_minute: int = Field(20, ge=1)
 
@@ -280,6 +288,8 @@ def _check_http(h: HttpSettings) -> None:
         raise ConfigError(f"http.auth = none on {h.host}: anyone who can reach it could read patients and lift a pharmacy hold; use http.auth = tokens (and OIDC if you have one) or bind http.host to 127.0.0.1")
     if h.oidc_issuer and not (h.oidc_audience and (h.oidc_jwks_url or h.oidc_jwks_file)):
         raise ConfigError("http.oidc_issuer needs http.oidc_audience and http.oidc_jwks_url or http.oidc_jwks_file")
+    if h.oidc_authorize_url and not (h.oidc_issuer and h.oidc_token_url and h.oidc_client_id and h.oidc_redirect_url):
+        raise ConfigError("http.oidc_authorize_url needs http.oidc_issuer, oidc_token_url, oidc_client_id and oidc_redirect_url")
     if h.oidc_jwks_file and not h.oidc_jwks_file.is_file():
         raise ConfigError(f"http.oidc_jwks_file {h.oidc_jwks_file}: No such file")
     for name, role in h.oidc_role_map.items():

@@ -297,3 +297,62 @@ async def _patient_over(api: Client, ca: Any) -> None:
     body = {"id": "M1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat(), "pharmacy_id": "RX1"}
     async with api.s.post(api.base + "/v1/patients", json=body, headers={"Authorization": f"Bearer {clinic}"}, ssl=ctx) as r:
         assert 201 == r.status, await r.text()
+
+
+async def test_people_log_in_to_the_console_through_the_identity_provider(tmp_path: Path, keys: tuple[Any, Path]) -> None:
+    """The console's provider login (#16): authorization code with PKCE; the access token the
+    provider returns is checked like any bearer JWT, and a forged state is refused."""
+    import base64
+    import hashlib
+    import urllib.parse
+
+    from aiohttp import web
+
+    from tests.process import free_port
+
+    private, jwks = keys
+    codes: dict[str, str] = {}
+
+    async def authorize(request: web.Request) -> web.Response:
+        q = request.query
+        codes["c1"] = q["code_challenge"]
+        raise web.HTTPFound(f"{q['redirect_uri']}?{urllib.parse.urlencode({'code': 'c1', 'state': q['state']})}")
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        verifier = str(form["code_verifier"])
+        ok = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode() == codes.get(str(form["code"]))
+        if not ok:
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        return web.json_response({"access_token": _jwt(private, sub="dr.grey", roles=["psychiatrist"]), "token_type": "Bearer"})
+
+    idp = web.Application()
+    idp.router.add_get("/authorize", authorize)
+    idp.router.add_post("/token", token)
+    runner = web.AppRunner(idp)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    idp_base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    port = free_port()
+    s = make_settings(tmp_path)
+    s.http.port, s.http.auth = port, "tokens"
+    s.http.oidc_issuer, s.http.oidc_audience, s.http.oidc_jwks_file = ISSUER, AUDIENCE, jwks
+    s.http.oidc_role_map = {"psychiatrist": "prescriber"}
+    s.http.oidc_authorize_url, s.http.oidc_token_url = idp_base + "/authorize", idp_base + "/token"
+    s.http.oidc_client_id, s.http.oidc_redirect_url = "rems-console", f"http://127.0.0.1:{port}/ui/oidc/callback"
+    d = Daemon(s)
+    await d.start()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(f"http://127.0.0.1:{port}/ui/login") as r:
+                assert "identity provider" in await r.text()
+            async with browser.get(f"http://127.0.0.1:{port}/ui/login/oidc") as r:
+                page = await r.text()
+                assert r.status == 200 and "Worklists" in page and "dr.grey" in page
+            async with aiohttp.ClientSession() as stranger, stranger.get(f"http://127.0.0.1:{port}/ui/oidc/callback?code=c1&state=forged", allow_redirects=False) as r:
+                assert r.status == 401 and "Login failed" in await r.text()
+    finally:
+        await d.shutdown()
+        await runner.cleanup()

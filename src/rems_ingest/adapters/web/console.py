@@ -17,12 +17,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
 from rems_ingest.adapters.http.identity import Authenticator, TooManyFailures, Unauthenticated
 from rems_ingest.adapters.web.chart import STATUS_NAMES, bands, sparkline, svg
+from rems_ingest.adapters.web.oidc_login import OidcLogin
 from rems_ingest.core.errors import CoreError
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, PatientKey
 from rems_ingest.core.policy import RulesPolicy
@@ -41,8 +43,8 @@ ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), 
 
 
 class Console:
-    def __init__(self, clinic: ClinicService, worklists: WorklistService, policy: Any, authenticator: Authenticator | None, trail: AccessTrail | None, feeds: FeedService | None = None, replay: ReplayService | None = None) -> None:
-        self.clinic, self.worklists, self.policy, self.feeds, self.replay = clinic, worklists, policy, feeds, replay
+    def __init__(self, clinic: ClinicService, worklists: WorklistService, policy: Any, authenticator: Authenticator | None, trail: AccessTrail | None, feeds: FeedService | None = None, replay: ReplayService | None = None, oidc: OidcLogin | None = None) -> None:
+        self.clinic, self.worklists, self.policy, self.feeds, self.replay, self.oidc = clinic, worklists, policy, feeds, replay, oidc
         self.authenticator, self.trail = authenticator, trail
         self._secret = secrets.token_bytes(32)  # CSRF tokens: valid for this process's life
 
@@ -53,6 +55,8 @@ class Console:
         app.router.add_get("/ui/login", self.login_form)
         app.router.add_post("/ui/login", self.login)
         app.router.add_post("/ui/logout", self.logout)
+        app.router.add_get("/ui/login/oidc", self.oidc_start)
+        app.router.add_get("/ui/oidc/callback", self.oidc_callback)
         app.router.add_get("/ui/worklists", self.worklist_page)
         app.router.add_get("/ui/patients/{id}", self.patient_page)
         app.router.add_post("/ui/patients/{id}/events", self.post_event)
@@ -101,7 +105,26 @@ class Console:
         raise web.HTTPFound("/ui/worklists")
 
     async def login_form(self, request: web.Request) -> web.Response:
-        return self.render("login.html", request, None, "")
+        return self.render("login.html", request, None, "", oidc=self.oidc is not None)
+
+    async def oidc_start(self, request: web.Request) -> web.Response:
+        if self.oidc is None:
+            raise web.HTTPFound("/ui/login")
+        raise web.HTTPFound(self.oidc.start())
+
+    async def oidc_callback(self, request: web.Request) -> web.Response:
+        """Back from the provider: exchange the code, check the token like any bearer JWT."""
+        if self.oidc is None or self.authenticator is None:
+            raise web.HTTPFound("/ui/login")
+        try:
+            token = await self.oidc.finish(request.query.get("state", ""), request.query.get("code", ""))
+            await self.authenticator.identify(f"Bearer {token}", request.remote or "")
+        except (ValueError, aiohttp.ClientError, TimeoutError, Unauthenticated, TooManyFailures) as exc:
+            detail = exc.detail if isinstance(exc, Unauthenticated) else str(exc) or type(exc).__name__
+            return self.render("login.html", request, None, "", status=401, oidc=True, error=f"Login failed: {detail}")
+        response = web.HTTPFound("/ui/worklists")
+        response.set_cookie(COOKIE, token, path="/ui", httponly=True, samesite="Lax", secure=request.secure, max_age=12 * 3600)
+        raise response
 
     async def login(self, request: web.Request) -> web.Response:
         form = await request.post()
