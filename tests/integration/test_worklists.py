@@ -108,3 +108,11 @@ async def test_the_patient_record_names_the_held_episodes_and_what_superseded_an
     assert held is not None
     (episode,) = held["episodes"]
     assert (episode.start, episode.end, episode.what) == (TODAY - timedelta(days=3), None, "therapy interrupted for neutropenia")
+
+
+async def test_a_worklist_sorts_by_a_column(d: Daemon) -> None:
+    await _patient(d, "ZED", TODAY - timedelta(days=30), [])
+    await _patient(d, "ABE", TODAY - timedelta(days=20), [])
+    by_lateness = [i.patient.id for i in (await d.services.worklists.worklists(Filters())).lists["overdue"]]
+    by_name = [i.patient.id for i in (await d.services.worklists.worklists(Filters(sort="patient"))).lists["overdue"]]
+    assert by_lateness == ["ZED", "ABE"] and by_name == ["ABE", "ZED"]

@@ -26,11 +26,15 @@ LISTS = (
 )
 
 
+SORTS = {"patient": lambda i: (i.patient.id, i.patient.authority), "category": lambda i: i.category, "next_due": lambda i: i.next_due, "prescriber": lambda i: i.prescriber_id, "pharmacy": lambda i: i.pharmacy_id}
+
+
 @dataclass
 class Filters:
     prescriber: str = ""
     pharmacy: str = ""
     population: str = ""
+    sort: str = ""  # one of SORTS; "" = each list's own order (most urgent first)
 
 
 @dataclass
@@ -83,7 +87,10 @@ class WorklistService:
                 for u in repo.unenrolled_with_results((now - timedelta(days=30)).isoformat()):
                     out.lists["unattributed"].append(Item(PatientKey(u["patient_id"], u["authority"]), detail=f"{u['results']} result(s), last drawn {str(u['last'])[:10]}", sort=u["last"]))
             for name, items in out.lists.items():
-                items.sort(key=lambda i: i.sort, reverse=name in ("overdue", "quality", "unattributed"))
+                if f.sort in SORTS:
+                    items.sort(key=SORTS[f.sort])
+                else:
+                    items.sort(key=lambda i: i.sort, reverse=name in ("overdue", "quality", "unattributed"))
             _complete(repo, policy, today, [i for items in out.lists.values() for i in items[:shown] if i.pk])
             return out
 

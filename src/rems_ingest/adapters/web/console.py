@@ -156,7 +156,7 @@ class Console:
         if not who.may(Permission.READ_PATIENT):
             return self.forbidden(request, who, token, "read patients")
         q = request.query
-        f = Filters(q.get("prescriber", "")[:200], (who.pharmacy_id or q.get("pharmacy", ""))[:200], q.get("population", "") if q.get("population") in ("general", "ben") else "")
+        f = Filters(q.get("prescriber", "")[:200], (who.pharmacy_id or q.get("pharmacy", ""))[:200], q.get("population", "") if q.get("population") in ("general", "ben") else "", q.get("sort", "")[:20])
         wl = await self.worklists.worklists(f, shown=SHOWN)
         await self.audit(who, "ui.worklists", None, 200, request)
         return self.render("worklists.html", request, who, token, wl=wl, f=f, lists=LISTS, shown=SHOWN, can_enroll=who.may(Permission.ENROLL), **extra)
