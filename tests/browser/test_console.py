@@ -195,6 +195,12 @@ def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_onl
     b.find_element(By.CSS_SELECTOR, "#assign-form button[type=submit]").click()  # type: ignore[attr-defined]
     _until(b, lambda drv: "/ RX2" in drv.find_element(By.TAG_NAME, "main").text)
 
+    # un-enrolling a patient still on therapy is refused, with the reason
+    b.find_element(By.ID, "reason").send_keys("moved to another trust")  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#unenroll-form button[type=submit]").click()  # type: ignore[attr-defined]
+    _until(b, lambda drv: drv.find_elements(By.CSS_SELECTOR, "p.error"))
+    assert "record the discontinuation first" in b.find_element(By.CSS_SELECTOR, "p.error").text  # type: ignore[attr-defined]
+
     # import a clinic: preview first (nothing changes), then apply
     csv_file = tmp_path / "clinic.csv"
     csv_file.write_text(f"id,authority,population,therapy_start,baseline_anc,monitoring_frequency,prescriber_id,pharmacy_id\nIMP1,HOSP,general,{START.isoformat()},,monthly,DR1,RX1\nNEW1,HOSP,general,{START.isoformat()},,,,RX9\n")
@@ -214,7 +220,7 @@ def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_onl
 
     # raw HL7: the integration role reads it (audited); a pharmacist may not
     _login(b, d, engineer)
-    b.get(base + "/ui/messages?control_id=NEW1-B")  # type: ignore[attr-defined]
+    b.get(base + f"/ui/messages?control_id=NEW1-B&since={date.today().isoformat()}")  # type: ignore[attr-defined]
     b.find_element(By.CSS_SELECTOR, "#messages a").click()  # type: ignore[attr-defined]
     assert "MSH|" in b.find_element(By.ID, "raw").text  # type: ignore[attr-defined]
     # replay from the browser: a preview of what would be replayed, then the replay itself

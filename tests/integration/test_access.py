@@ -80,6 +80,7 @@ ROUTES = [  # (method, path, body, the roles allowed)
     ("POST", "/v1/patients", {"id": "NEW1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}, {Role.CLINIC}),
     ("GET", "/v1/patients/P1?authority=HOSP", None, {Role.PHARMACY, Role.PRESCRIBER, Role.CLINIC}),
     ("PATCH", "/v1/patients/P1?authority=HOSP", {"pharmacy_id": "RX1"}, {Role.CLINIC}),
+    ("DELETE", "/v1/patients/P1?authority=HOSP", {"reason": "moved away"}, {Role.CLINIC}),  # 409: still monitored
     ("POST", "/v1/patients/P1/events?authority=HOSP", {"type": "fever", "on": date.today().isoformat(), "temperature_c": 37.0}, {Role.PRESCRIBER}),
     ("GET", "/v1/patients/P1/dispense-check?authority=HOSP", None, {Role.PHARMACY, Role.PRESCRIBER, Role.CLINIC}),
     ("POST", "/v1/sweeps/overdue", None, {Role.INTEGRATION}),

@@ -200,6 +200,21 @@ async def test_a_check_without_the_authority_says_where_the_patient_is_enrolled(
     assert 404 == status and "enrolled under authority HOSP" in body["detail"]
 
 
+async def test_un_enrolling_waits_until_nothing_is_left_to_monitor(api: Api) -> None:
+    """A clinic takes a patient off the programme only before therapy starts or once monitoring
+    has ended after a discontinuation; a patient on therapy stays monitored (409)."""
+    await started(api, "UN1")
+    status, body = await api.call("DELETE", "/v1/patients/UN1?authority=HOSP", json={"reason": "moved to another trust"})
+    assert 409 == status and "discontinuation first" in body["detail"]
+    assert 422 == (await api.call("DELETE", "/v1/patients/UN1?authority=HOSP", json={}))[0]  # a reason is required
+    assert 201 == (await api.event("UN1", "discontinue", START + timedelta(days=1), planned=True, abrupt=False))[0]
+    status, body = await api.call("DELETE", "/v1/patients/UN1?authority=HOSP", json={"reason": "moved to another trust"})
+    assert 200 == status and body["enrolled"] is False
+    check = await api.check("UN1", START + timedelta(days=2))
+    assert (False, "PATIENT_NOT_ENROLLED") == (check["authorized"], check["code"])
+    assert 422 == (await api.event("UN1", "unenroll", START + timedelta(days=2)))[0]  # not a prescriber event
+
+
 class TestOverdue:
     async def test_one_lab_overdue_per_missed_date_however_often_the_sweep_runs(self, api: Api) -> None:
         await started(api, "O1")

@@ -226,6 +226,15 @@ def _fever(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) -
     return s, alerts, "fever: stat ANC"
 
 
+def _unenroll(policy: RulesPolicy, s: PatientState, e: ClinicalEvent, cause: str) -> Outcome:
+    """Leaving the monitoring programme (a clinic's action): only once there is nothing left to
+    monitor — before therapy starts, or after a discontinuation whose monitoring has ended."""
+    if s.phase not in (Phase.PRE, Phase.CLOSED):
+        raise EventNotAllowed("a patient leaves monitoring only before therapy starts or once monitoring has ended after a discontinuation: record the discontinuation first")
+    s = evolve(s, enrolled=False, next_due=None, pending_confirm_until=None, overdue_alerted_for=None, held_other_since=None)
+    return s, [], "un-enrolled: ANC monitoring ended"
+
+
 HANDLERS: dict[str, Handler] = {
     "interrupt": _interrupt,
     "resume": _resume,
@@ -234,6 +243,7 @@ HANDLERS: dict[str, Handler] = {
     "override": _override,
     "stepdown_confirmed": _stepdown_confirmed,
     "fever": _fever,
+    "unenroll": _unenroll,  # not a prescriber event (not in CLINICAL_EVENT_TYPES): the clinic's DELETE builds it
 }
 
 

@@ -6,6 +6,7 @@ store transaction: validated by the rules core first, so nothing is half-written
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -179,6 +180,29 @@ class ClinicService:
             return self._view(repo, key)
 
         return await self.store.write(job, locks=(key,))
+
+    async def unenroll(self, key: PatientKey, reason: str, actor: str = "api") -> dict[str, Any]:
+        """Take a patient off the programme (rules: only when nothing is left to monitor)."""
+        reason = reason.strip()
+        if not reason or len(reason) > 2000:
+            raise InvalidInput("un-enrolling needs a reason (at most 2000 characters)")
+        now = self.clock()
+        event = ClinicalEvent(key=f"event:{uuid.uuid4().hex}", type="unenroll", on=self.today(now), by=actor, rationale=reason)
+
+        def job(repo: Repositories) -> dict[str, Any]:
+            row = repo.patient(key, create=False, lock=True)
+            if row is None or not row.enrolled:
+                raise NotFound(f"patient {key.id} is not enrolled")
+            apply_event(repo, self.policy(), key, event, cause={"source": actor, "event": "unenroll", "by": actor}, now=now, row=row, strict=True)
+            repo.audit(now, actor, "unenroll", row.pk, {"reason": reason[:200]})
+            return self._view(repo, key)
+
+        try:
+            view = await self.store.write(job, locks=(key,))
+        except EventNotAllowed as exc:
+            raise Conflict(str(exc)) from None
+        self.on_alerts()
+        return view
 
     # ------------------------------------------------------------ reads
 

@@ -4,10 +4,12 @@ the day has gone quiet — the first sign of a stalled interface engine."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rems_ingest.service.ports import UnitOfWork
 
@@ -70,3 +72,13 @@ class FeedService:
         for sender, f in feeds.items():
             f.quiet = gone_quiet(now, by_sender[sender])
         return sorted(feeds.values(), key=lambda f: (not f.quiet, f.sender))
+
+    async def messages(self, *, status: str = "", control_id: str = "", sender: str = "", ack: str = "", since: str = "", limit: int = 200) -> list[dict[str, Any]]:
+        """The message browser's search, newest first, each with its ACK's warnings in words."""
+        rows = await self.store.read(lambda repo: repo.messages(status=status, control_id=control_id, sender=sender, ack=ack, since=since, limit=limit))
+        for m in rows:
+            m["warnings"] = "; ".join(e.get("message", "") for e in json.loads(m.pop("ack_detail") or "[]"))
+        return rows
+
+    async def message(self, message_id: int) -> dict[str, Any] | None:
+        return await self.store.read(lambda repo: repo.message_detail(message_id))

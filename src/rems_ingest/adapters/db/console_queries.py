@@ -83,7 +83,7 @@ class ConsoleQueries:
         )
         return [dict(r._mapping) for r in self.conn.execute(q)]
 
-    def messages(self, *, status: str = "", control_id: str = "", sender: str = "", ack: str = "", limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    def messages(self, *, status: str = "", control_id: str = "", sender: str = "", ack: str = "", since: str = "", limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         cols = (inbound_message.c.id, inbound_message.c.received_at, inbound_message.c.sending_app, inbound_message.c.sending_facility, inbound_message.c.control_id, inbound_message.c.status, inbound_message.c.ack_code, inbound_message.c.ack_detail)
         q = select(*cols)
         if status:
@@ -94,6 +94,8 @@ class ConsoleQueries:
             q = q.where(inbound_message.c.sending_facility == sender)
         if ack:
             q = q.where(inbound_message.c.ack_code == ack)
+        if since:
+            q = q.where(inbound_message.c.received_at >= since)
         return [dict(r._mapping) for r in self.conn.execute(q.order_by(inbound_message.c.id.desc()).limit(limit).offset(offset))]
 
     def set_assignment(self, pk: int, prescriber_id: str, pharmacy_id: str) -> None:

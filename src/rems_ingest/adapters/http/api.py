@@ -43,7 +43,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except InvalidInput as exc:
-        return _error(422 if request.method == "POST" else 400, "invalid", str(exc))
+        return _error(400 if request.method == "GET" else 422, "invalid", str(exc))
     except Conflict as exc:
         return _error(409, "conflict", str(exc))
     except NotFound as exc:
@@ -162,6 +162,13 @@ def build_app(
         current = await clinic.status(key(request))
         return web.json_response(await clinic.reassign(key(request), body.get("prescriber_id", current["prescriber_id"]), body.get("pharmacy_id", current["pharmacy_id"]), actor=request[IDENTITY].subject))
 
+    @guarded(Permission.ENROLL, "patient.unenroll", path_patient)
+    async def unenroll(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if not isinstance(body.get("reason", ""), str):
+            raise InvalidInput("reason must be a string")
+        return web.json_response(await clinic.unenroll(key(request), body.get("reason", ""), actor=request[IDENTITY].subject))
+
     @guarded(Permission.READ_PATIENT, "patient.read", path_patient)
     async def status(request: web.Request) -> web.Response:
         return web.json_response(await clinic.status(key(request), pharmacy=request[IDENTITY].pharmacy_id))
@@ -229,6 +236,7 @@ def build_app(
     app.router.add_post("/v1/patients", enroll)
     app.router.add_get("/v1/patients/{id}", status)
     app.router.add_patch("/v1/patients/{id}", reassign)
+    app.router.add_delete("/v1/patients/{id}", unenroll)
     app.router.add_post("/v1/patients/{id}/events", event)
     app.router.add_get("/v1/patients/{id}/dispense-check", dispense_check)
     app.router.add_post("/v1/sweeps/overdue", sweep)

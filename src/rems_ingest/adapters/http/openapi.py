@@ -53,6 +53,7 @@ ENROLL = {
         "pharmacy_id": _TEXT,
     },
 }
+UNENROLL = {"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": RATIONALE_LIMIT}}}
 REASSIGN = {"type": "object", "properties": {"prescriber_id": _TEXT, "pharmacy_id": _TEXT}}
 EVENT = {
     "type": "object",
@@ -81,6 +82,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/patients/{id}": {
                 "get": _op("A patient's status", Permission.READ_PATIENT, params=[_ID, authority]),
                 "patch": _op("Change a patient's prescriber or pharmacy", Permission.ENROLL, body=REASSIGN, params=[_ID, authority]),
+                "delete": _op("Un-enroll (only before therapy starts or once monitoring has ended)", Permission.ENROLL, body=UNENROLL, params=[_ID, authority]),
             },
             "/v1/patients/{id}/events": {"post": _op("Record a clinical event", Permission.RECORD_EVENT, 201, EVENT, [_ID, authority])},
             "/v1/patients/{id}/dispense-check": {"get": _op("May clozapine be dispensed?", Permission.CHECK_DISPENSE, params=[_ID, authority, _q("on", _DATE)])},

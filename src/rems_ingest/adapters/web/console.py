@@ -66,6 +66,7 @@ class Console:
         app.router.add_get("/ui/messages/{mid:\\d+}", self.message_page)
         app.router.add_post("/ui/patients/{id}/assignment", self.post_assignment)
         app.router.add_post("/ui/enroll", self.post_enroll)
+        app.router.add_post("/ui/patients/{id}/unenroll", self.post_unenroll)
         app.router.add_post("/ui/import", self.post_import)
         app.router.add_static("/ui/static", HERE / "static")
 
@@ -231,13 +232,12 @@ class Console:
 
     async def messages_page(self, request: web.Request, **extra: Any) -> web.Response:
         who, token = await self.who(request)
-        if not who.may(Permission.RUN_SWEEP):  # the integration role
+        if not who.may(Permission.RUN_SWEEP) or self.feeds is None:  # the integration role
             await self.audit(who, "ui.messages", None, 403, request)
             return self.forbidden(request, who, token, "browse messages")
-        q = {k: request.query.get(k, "")[:200] for k in ("status", "control_id", "sender", "ack")}
-        rows = await self.worklists.store.read(lambda repo: repo.messages(status=q["status"], control_id=q["control_id"], sender=q["sender"], ack=q["ack"], limit=200))
-        for m in rows:
-            m["warnings"] = "; ".join(e.get("message", "") for e in json.loads(m.pop("ack_detail") or "[]"))
+        q = {k: request.query.get(k, "")[:200] for k in ("status", "control_id", "sender", "ack", "since")}
+        assert self.feeds is not None
+        rows = await self.feeds.messages(status=q["status"], control_id=q["control_id"], sender=q["sender"], ack=q["ack"], since=q["since"])
         await self.audit(who, "ui.messages", None, 200, request)
         return self.render("messages.html", request, who, token, messages=rows, q=q, **extra)
 
@@ -256,6 +256,21 @@ class Console:
             await self.audit(who, "ui.patient.reassign", key, 422, request)
             return await self.patient_page(request, error=str(exc))
         await self.audit(who, "ui.patient.reassign", key, 200, request)
+        raise web.HTTPSeeOther(f"/ui/patients/{request.match_info['id']}?authority={request.query.get('authority', '')}")
+
+    async def post_unenroll(self, request: web.Request) -> web.Response:
+        who, token = await self.who(request)
+        form = await self._check_csrf(request, token)
+        key = PatientKey(request.match_info["id"], request.query.get("authority", ""))
+        if not who.may(Permission.ENROLL):
+            await self.audit(who, "ui.patient.unenroll", key, 403, request)
+            return self.forbidden(request, who, token, "un-enroll patients")
+        try:
+            await self.clinic.unenroll(key, form.get("reason", ""), actor=who.subject)
+        except (CoreError, Conflict, NotFound) as exc:
+            await self.audit(who, "ui.patient.unenroll", key, 409, request)
+            return await self.patient_page(request, error=str(exc))
+        await self.audit(who, "ui.patient.unenroll", key, 200, request)
         raise web.HTTPSeeOther(f"/ui/patients/{request.match_info['id']}?authority={request.query.get('authority', '')}")
 
     async def post_enroll(self, request: web.Request) -> web.Response:
@@ -316,7 +331,7 @@ class Console:
             await self.audit(who, "ui.message.raw", None, 403, request)
             return self.forbidden(request, who, token, "read raw messages")
         mid = int(request.match_info["mid"])
-        m = await self.worklists.store.read(lambda repo: repo.message_detail(mid))
+        m = await self.feeds.message(mid) if self.feeds else None
         if m is None:
             return self.render("base.html", request, who, token, status=404, error=f"no stored message {mid}")
         await self.audit(who, f"ui.message.raw #{mid}", None, 200, request)
