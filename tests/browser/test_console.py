@@ -223,6 +223,7 @@ def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_onl
     b.get(base + f"/ui/messages?control_id=NEW1-B&since={date.today().isoformat()}")  # type: ignore[attr-defined]
     b.find_element(By.CSS_SELECTOR, "#messages a").click()  # type: ignore[attr-defined]
     assert "MSH|" in b.find_element(By.ID, "raw").text  # type: ignore[attr-defined]
+    assert "NEW1" in b.find_element(By.ID, "message-results").text  # type: ignore[attr-defined]  # what it changed
     # replay from the browser: a preview of what would be replayed, then the replay itself
     _send(d, oru("NEUTA-1", "NEW1", date.today(), "1.7", "NEUTA-1").replace(b"751-8^Neutrophils [#/volume] in Blood by Automated count^LN", b"NEUTA^Neutrophils abs^L"))
     b.get(base + "/ui/messages")  # type: ignore[attr-defined]

@@ -108,7 +108,9 @@ class ConsoleQueries:
         if row is None:
             return None
         out = dict(row._mapping)
-        out["observations"] = self.conn.execute(select(func.count(observation.c.id)).where(observation.c.message_id == message_id)).scalar()
+        stored = select(patient.c.patient_id, patient.c.authority, observation.c.anc_per_ul, observation.c.status, observation.c.observed_at, observation.c.code).join(patient, patient.c.id == observation.c.patient_pk).where(observation.c.message_id == message_id)
+        out["results"] = [dict(r._mapping) for r in self.conn.execute(stored.order_by(observation.c.id))]
+        out["observations"] = len(out["results"])
         return out
 
     def feed_hours(self, since: str) -> list[dict[str, Any]]:

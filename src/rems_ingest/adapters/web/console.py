@@ -336,4 +336,4 @@ class Console:
             return self.render("base.html", request, who, token, status=404, error=f"no stored message {mid}")
         await self.audit(who, f"ui.message.raw #{mid}", None, 200, request)
         raw = bytes(m.pop("raw") or b"").decode(m.get("charset") or "utf-8", "replace").replace("\r", "\n")
-        return self.render("message.html", request, who, token, m=m, raw=raw, errors=json.loads(m.get("ack_detail") or "[]"))
+        return self.render("message.html", request, who, token, m=m, raw=raw, errors=json.loads(m.get("ack_detail") or "[]"), status_names=STATUS_NAMES)
