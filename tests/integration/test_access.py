@@ -357,3 +357,15 @@ async def test_people_log_in_to_the_console_through_the_identity_provider(tmp_pa
     finally:
         await d.shutdown()
         await runner.cleanup()
+
+
+def test_the_openapi_bodies_are_the_models_the_handlers_validate_with() -> None:
+    from typing import get_args
+
+    from rems_ingest.adapters.http.bodies import EventBody
+    from rems_ingest.adapters.http.openapi import openapi_document
+    from rems_ingest.core.model import CLINICAL_EVENT_TYPES
+
+    assert set(get_args(EventBody.model_fields["type"].annotation)) == CLINICAL_EVENT_TYPES
+    doc = openapi_document()
+    assert doc["paths"]["/v1/patients/{id}/events"]["post"]["requestBody"]["content"]["application/json"]["schema"] == EventBody.model_json_schema(ref_template="#/components/schemas/{model}")

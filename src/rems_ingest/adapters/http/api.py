@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rems_ingest.adapters.http.bodies import EnrollBody, EventBody, ReassignBody, UnenrollBody, validated
 from rems_ingest.adapters.http.identity import Authenticator, TooManyFailures, Unauthenticated
 from rems_ingest.core.errors import InvalidInput
 from rems_ingest.core.model import PatientKey
@@ -151,22 +152,18 @@ def build_app(
 
     @guarded(Permission.ENROLL, "patient.enroll", body_patient)
     async def enroll(request: web.Request) -> web.Response:
-        return web.json_response(await clinic.enroll(EnrollPatient.from_mapping(await _body(request)), actor=request[IDENTITY].subject), status=201)
+        body = validated(EnrollBody, await _body(request))
+        return web.json_response(await clinic.enroll(EnrollPatient.from_mapping(body), actor=request[IDENTITY].subject), status=201)
 
     @guarded(Permission.ENROLL, "patient.reassign", path_patient)
     async def reassign(request: web.Request) -> web.Response:
-        body = await _body(request)
-        for name in ("prescriber_id", "pharmacy_id"):
-            if not isinstance(body.get(name, ""), str):
-                raise InvalidInput(f"{name} must be a string")
+        body = validated(ReassignBody, await _body(request))
         current = await clinic.status(key(request))
-        return web.json_response(await clinic.reassign(key(request), body.get("prescriber_id", current["prescriber_id"]), body.get("pharmacy_id", current["pharmacy_id"]), actor=request[IDENTITY].subject))
+        return web.json_response(await clinic.reassign(key(request), body.get("prescriber_id") or current["prescriber_id"], body.get("pharmacy_id") or current["pharmacy_id"], actor=request[IDENTITY].subject))
 
     @guarded(Permission.ENROLL, "patient.unenroll", path_patient)
     async def unenroll(request: web.Request) -> web.Response:
-        body = await _body(request)
-        if not isinstance(body.get("reason", ""), str):
-            raise InvalidInput("reason must be a string")
+        body = validated(UnenrollBody, await _body(request))
         return web.json_response(await clinic.unenroll(key(request), body.get("reason", ""), actor=request[IDENTITY].subject))
 
     @guarded(Permission.READ_PATIENT, "patient.read", path_patient)
@@ -176,7 +173,7 @@ def build_app(
     @guarded(Permission.RECORD_EVENT, "patient.event", path_patient)
     async def event(request: web.Request) -> web.Response:
         who = request[IDENTITY]
-        cmd = RecordEvent.from_mapping(await _body(request))
+        cmd = RecordEvent.from_mapping(validated(EventBody, await _body(request)))
         if who.via != "none":  # the event's "by" is the authenticated prescriber, never a body field
             if cmd.by and cmd.by != who.subject:
                 raise InvalidInput(f"by is the authenticated subject ({who.subject}); do not send another")

@@ -1,13 +1,13 @@
-"""The API as an OpenAPI 3.1 document, served at /openapi.json. The request bodies state the
-limits ``service/commands.py`` enforces (kept in step by tests/integration/test_access.py)."""
+"""The API as an OpenAPI 3.1 document, served at /openapi.json. The request bodies are the JSON
+schemas of the pydantic models the handlers validate with (adapters/http/bodies.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rems_ingest.core.model import CLINICAL_EVENT_TYPES
+from rems_ingest.adapters.http.bodies import EnrollBody, EventBody, ReassignBody, UnenrollBody
 from rems_ingest.service.access import GRANTS, Permission
-from rems_ingest.service.commands import BASELINE_MAX, RATIONALE_LIMIT, TEMPERATURE_RANGE, TEXT_LIMIT
+from rems_ingest.service.commands import TEXT_LIMIT
 
 _TEXT = {"type": "string", "maxLength": TEXT_LIMIT}
 _DATE = {"type": "string", "format": "date"}
@@ -39,35 +39,8 @@ def _q(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, A
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": TEXT_LIMIT}}
 
-ENROLL = {
-    "type": "object",
-    "required": ["id", "population", "therapy_start"],
-    "properties": {
-        "id": {"type": "string", "minLength": 1, "maxLength": TEXT_LIMIT},
-        "authority": _TEXT,
-        "population": {"enum": ["general", "ben"]},
-        "therapy_start": _DATE,
-        "baseline_anc": {"type": ["number", "null"], "minimum": 0, "maximum": float(BASELINE_MAX)},
-        "monitoring_frequency": {"enum": ["weekly", "every_2_weeks", "monthly", None]},
-        "prescriber_id": _TEXT,
-        "pharmacy_id": _TEXT,
-    },
-}
-UNENROLL = {"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": RATIONALE_LIMIT}}}
-REASSIGN = {"type": "object", "properties": {"prescriber_id": _TEXT, "pharmacy_id": _TEXT}}
-EVENT = {
-    "type": "object",
-    "required": ["type", "on"],
-    "properties": {
-        "type": {"enum": sorted(CLINICAL_EVENT_TYPES)},
-        "on": _DATE,
-        "rationale": {"type": "string", "maxLength": RATIONALE_LIMIT},
-        "abrupt": {"type": "boolean"},
-        "temperature_c": {"type": ["number", "null"], "minimum": float(TEMPERATURE_RANGE[0]), "maximum": float(TEMPERATURE_RANGE[1])},
-        "event_id": _TEXT,
-        "by": {"type": "string", "description": "ignored unless equal to the authenticated subject, who is the event's author"},
-    },
-}
+# generated from the models the handlers validate with (adapters/http/bodies.py)
+ENROLL, EVENT, REASSIGN, UNENROLL = (m.model_json_schema(ref_template="#/components/schemas/{model}") for m in (EnrollBody, EventBody, ReassignBody, UnenrollBody))
 
 
 def openapi_document() -> dict[str, Any]:
