@@ -98,6 +98,7 @@ def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProces
     assert 201 == d.http("POST", "/v1/patients", {"id": "GP1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat(), "prescriber_id": "DR1", "pharmacy_id": "RX1"})[0]
     assert 201 == d.http("POST", "/v1/patients", {"id": "BEN1", "authority": "HOSP", "population": "ben", "therapy_start": START.isoformat(), "baseline_anc": 1100, "prescriber_id": "DR1", "pharmacy_id": "RX1"})[0]
     prescriber, pharmacist, engineer = _token(d, "DR-JONES", "prescriber"), _token(d, "Main St pharmacy", "pharmacy", pharmacy="RX1"), _token(d, "lab-interface", "integration")
+    auditor = _token(d, "privacy-officer", "auditor")
 
     # the prescriber's worklists change when the lab sends a moderate ANC over MLLP
     _login(b, d, prescriber)
@@ -139,6 +140,14 @@ def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProces
     b.get(base + "/ui/messages")  # type: ignore[attr-defined]
     assert "may not browse messages" in b.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
     b.save_screenshot(str(tmp_path / "pharmacist.png"))  # type: ignore[attr-defined]
+    # a pharmacist's session posting an event anyway (a valid CSRF token, a hand-made form) is refused
+    b.execute_script(  # type: ignore[attr-defined]
+        "const f = document.createElement('form'); f.method = 'post'; f.action = '/ui/patients/GP1/events?authority=HOSP';"
+        "for (const [k, v] of [['csrf', document.querySelector('input[name=csrf]').value], ['type', 'override'], ['on', arguments[0]], ['rationale', 'x']])"
+        "{ const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i); } document.body.appendChild(f); f.submit();",
+        date.today().isoformat(),
+    )
+    _until(b, lambda drv: "may not record clinical events" in drv.find_element(By.TAG_NAME, "main").text)
 
     # the integration engineer: the message browser, not the patients
     _login(b, d, engineer)
@@ -151,6 +160,15 @@ def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProces
     b.save_screenshot(str(tmp_path / "feeds.png"))  # type: ignore[attr-defined]
     b.get(base + "/ui/patients/GP1?authority=HOSP")  # type: ignore[attr-defined]
     assert "may not read patients" in b.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
+
+    # the auditor lands on the access trail: the chain holds, and it shows who read GP1
+    _login(b, d, auditor)
+    assert "Access trail" in b.title  # type: ignore[attr-defined]
+    assert "chain holds" in b.find_element(By.ID, "chain").text  # type: ignore[attr-defined]
+    b.get(base + "/ui/audit?patient=GP1&authority=HOSP")  # type: ignore[attr-defined]
+    trail = b.find_element(By.ID, "trail").text  # type: ignore[attr-defined]
+    assert "DR-JONES" in trail and "Main St pharmacy" in trail and "ui.patient.event" in trail
+    b.save_screenshot(str(tmp_path / "auditor.png"))  # type: ignore[attr-defined]
 
 
 def test_a_stale_or_foreign_form_is_refused(daemon: DaemonProcess) -> None:

@@ -62,6 +62,7 @@ class Console:
         app.router.add_post("/ui/patients/{id}/events", self.post_event)
         app.router.add_get("/ui/messages", self.messages_page)
         app.router.add_get("/ui/feeds", self.feeds_page)
+        app.router.add_get("/ui/audit", self.audit_page)
         app.router.add_post("/ui/replay", self.post_replay)
         app.router.add_get("/ui/messages/{mid:\\d+}", self.message_page)
         app.router.add_post("/ui/patients/{id}/assignment", self.post_assignment)
@@ -90,7 +91,7 @@ class Console:
 
     def render(self, name: str, request: web.Request, who: Identity | None, token: str, status: int = 200, **context: Any) -> web.Response:
         roles = ", ".join(sorted(r.value for r in who.roles)) if who else ""
-        base = {"who": who, "roles": roles, "csrf": self.csrf(token) if who else "", "can_read": bool(who and who.may(Permission.READ_PATIENT)), "can_messages": bool(who and who.may(Permission.RUN_SWEEP))}
+        base = {"who": who, "roles": roles, "csrf": self.csrf(token) if who else "", "can_read": bool(who and who.may(Permission.READ_PATIENT)), "can_messages": bool(who and who.may(Permission.RUN_SWEEP)), "can_audit": bool(who and who.may(Permission.READ_AUDIT))}
         return aiohttp_jinja2.render_template(name, request, {**base, **context}, status=status)
 
     async def audit(self, who: Identity, action: str, key: PatientKey | None, status: int, request: web.Request) -> None:
@@ -103,7 +104,10 @@ class Console:
     # ------------------------------------------------------------ pages
 
     async def home(self, request: web.Request) -> web.Response:
-        raise web.HTTPFound("/ui/worklists")
+        who, _ = await self.who(request)
+        if who.may(Permission.READ_PATIENT):
+            raise web.HTTPFound("/ui/worklists")
+        raise web.HTTPFound("/ui/messages" if who.may(Permission.RUN_SWEEP) else "/ui/audit")
 
     async def login_form(self, request: web.Request) -> web.Response:
         return self.render("login.html", request, None, "", oidc=self.oidc is not None)
@@ -123,7 +127,7 @@ class Console:
         except (ValueError, aiohttp.ClientError, TimeoutError, Unauthenticated, TooManyFailures) as exc:
             detail = exc.detail if isinstance(exc, Unauthenticated) else str(exc) or type(exc).__name__
             return self.render("login.html", request, None, "", status=401, oidc=True, error=f"Login failed: {detail}")
-        response = web.HTTPFound("/ui/worklists")
+        response = web.HTTPFound("/ui/")
         response.set_cookie(COOKIE, token, path="/ui", httponly=True, samesite="Lax", secure=request.secure, max_age=12 * 3600)
         raise response
 
@@ -135,7 +139,7 @@ class Console:
                 await self.authenticator.identify(f"Bearer {token}", request.remote or "")
             except (Unauthenticated, TooManyFailures):
                 return self.render("login.html", request, None, "", status=401, error="That token is unknown, revoked or expired.")
-        response = web.HTTPFound("/ui/worklists")
+        response = web.HTTPFound("/ui/")
         response.set_cookie(COOKIE, token, path="/ui", httponly=True, samesite="Strict", secure=request.secure, max_age=12 * 3600)
         raise response
 
@@ -318,6 +322,19 @@ class Console:
             return await self.worklist_page(request, preview=preview, rows_json=json.dumps(rows))
         await self.audit(who, "ui.import", None, 201, request)
         raise web.HTTPSeeOther("/ui/worklists")
+
+    async def audit_page(self, request: web.Request) -> web.Response:
+        """The auditor's view: the trail (newest first, by patient if asked) and whether its chain holds."""
+        who, token = await self.who(request)
+        q = {"patient": request.query.get("patient", "")[:200], "authority": request.query.get("authority", "")[:200]}
+        key = PatientKey(q["patient"], q["authority"]) if q["patient"] else None
+        if not who.may(Permission.READ_AUDIT) or self.trail is None:
+            await self.audit(who, "ui.audit.read", key, 403, request)
+            return self.forbidden(request, who, token, "read the access trail")
+        entries = await self.trail.show(key, limit=500)
+        checked, broken = await self.trail.verify()
+        await self.audit(who, "ui.audit.read", key, 200, request)
+        return self.render("audit.html", request, who, token, entries=entries, checked=checked, broken=broken, q=q)
 
     async def feeds_page(self, request: web.Request) -> web.Response:
         who, token = await self.who(request)
