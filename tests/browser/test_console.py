@@ -72,12 +72,16 @@ def _login(browser: object, d: DaemonProcess, token: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(b, 15).until(lambda drv: "/ui/login" not in drv.current_url)  # the session cookie is set
+    WebDriverWait(b, 15).until(lambda drv: drv.execute_script("return document.readyState") == "complete")
 
 
 def _until(browser: object, condition: object, seconds: float = 15) -> None:
+    """Wait for a page the click started: an element read while the old page goes away is stale,
+    which only means "not yet"."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, seconds).until(condition)  # type: ignore[arg-type]
+    WebDriverWait(browser, seconds, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(condition)  # type: ignore[arg-type]
 
 
 def _count(browser: object, name: str) -> int:
@@ -123,7 +127,7 @@ def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProces
     Select(b.find_element(By.ID, "type")).select_by_value("fever")  # type: ignore[attr-defined]
     b.find_element(By.ID, "temperature_c").send_keys("38.9")  # type: ignore[attr-defined]
     b.find_element(By.CSS_SELECTOR, "#event-form button[type=submit]").click()  # type: ignore[attr-defined]
-    assert "DR-JONES" in b.find_element(By.ID, "events").text and "fever" in b.find_element(By.ID, "events").text  # type: ignore[attr-defined]
+    _until(b, lambda drv: "DR-JONES" in drv.find_element(By.ID, "events").text and "fever" in drv.find_element(By.ID, "events").text)
     b.save_screenshot(str(tmp_path / "patient-general.png"))  # type: ignore[attr-defined]
 
     b.get(base + "/ui/patients/BEN1?authority=HOSP")  # type: ignore[attr-defined]
@@ -202,8 +206,7 @@ def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_onl
     b.execute_script(f"document.getElementById('e-start').value = '{START.isoformat()}'")  # type: ignore[attr-defined]
     b.find_element(By.ID, "e-pharmacy").send_keys("RX1")  # type: ignore[attr-defined]
     b.find_element(By.CSS_SELECTOR, "#enroll-form button[type=submit]").click()  # type: ignore[attr-defined]
-    _until(b, lambda drv: "/ui/patients/NEW1" in drv.current_url)
-    assert "Patient NEW1" in b.find_element(By.TAG_NAME, "h1").text  # type: ignore[attr-defined]
+    _until(b, lambda drv: "Patient NEW1" in drv.find_element(By.TAG_NAME, "h1").text)
     assert "continue" in b.find_element(By.ID, "action").text  # type: ignore[attr-defined]
 
     # change the pharmacy
@@ -226,6 +229,7 @@ def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_onl
     b.find_element(By.CSS_SELECTOR, "details summary").click()  # type: ignore[attr-defined]
     b.find_element(By.ID, "csv").send_keys(str(csv_file))  # type: ignore[attr-defined]
     b.find_element(By.CSS_SELECTOR, "#import-form button[type=submit]").click()  # type: ignore[attr-defined]
+    _until(b, lambda drv: drv.find_elements(By.ID, "preview"))
     preview = b.find_element(By.ID, "preview").text  # type: ignore[attr-defined]
     assert "IMP1" in preview and "would enroll" in preview and "pharmacy_id RX9 here, RX2 stored" in preview
     b.save_screenshot(str(tmp_path / "import-preview.png"))  # type: ignore[attr-defined]
@@ -240,7 +244,7 @@ def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_onl
     _login(b, d, engineer)
     b.get(base + f"/ui/messages?control_id=NEW1-B&since={date.today().isoformat()}")  # type: ignore[attr-defined]
     b.find_element(By.CSS_SELECTOR, "#messages a").click()  # type: ignore[attr-defined]
-    assert "MSH|" in b.find_element(By.ID, "raw").text  # type: ignore[attr-defined]
+    _until(b, lambda drv: "MSH|" in drv.find_element(By.ID, "raw").text)
     assert "NEW1" in b.find_element(By.ID, "message-results").text  # type: ignore[attr-defined]  # what it changed
     # replay from the browser: a preview of what would be replayed, then the replay itself
     _send(d, oru("NEUTA-1", "NEW1", date.today(), "1.7", "NEUTA-1").replace(b"751-8^Neutrophils [#/volume] in Blood by Automated count^LN", b"NEUTA^Neutrophils abs^L"))
