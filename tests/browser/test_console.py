@@ -116,6 +116,7 @@ def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProces
 
     # the chart: general bands and points, with the moderate result named in text
     b.get(base + "/ui/patients/GP1?authority=HOSP")  # type: ignore[attr-defined]
+    assert "GP1 · rems-ingest" == b.title  # type: ignore[attr-defined]
     assert ["normal", "mild", "moderate", "severe"] == [e.get_attribute("data-band") for e in b.find_elements(By.CSS_SELECTOR, "svg .band")]  # type: ignore[attr-defined]
     points = b.find_elements(By.CSS_SELECTOR, "svg .point")  # type: ignore[attr-defined]
     assert ["1800", "900"] == [p.get_attribute("data-anc") for p in points]
