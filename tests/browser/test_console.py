@@ -208,6 +208,7 @@ def test_clinic_enrolls_imports_and_reassigns_and_raw_hl7_is_for_integration_onl
     b.find_element(By.ID, "e-pharmacy").send_keys("RX1")  # type: ignore[attr-defined]
     b.find_element(By.CSS_SELECTOR, "#enroll-form button[type=submit]").click()  # type: ignore[attr-defined]
     _until(b, lambda drv: "Patient NEW1" in drv.find_element(By.TAG_NAME, "h1").text)
+    assert "NEW1 · rems-ingest" == b.title  # type: ignore[attr-defined]  # the clinic's forms stay out of the title
     assert "continue" in b.find_element(By.ID, "action").text  # type: ignore[attr-defined]
 
     # change the pharmacy
