@@ -3,9 +3,7 @@ date and state (the stored JSON is matched without decoding every patient)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,17 +12,13 @@ from rems_ingest.app import Daemon
 from rems_ingest.demo import oru
 from rems_ingest.service.commands import EnrollPatient
 from rems_ingest.service.worklists import Filters
-from tests.conftest import make_settings
 
 TODAY = date.today()
 
 
 @pytest.fixture
-async def d(tmp_path: Path) -> AsyncIterator[Daemon]:
-    daemon = Daemon(make_settings(tmp_path))
-    await daemon.start()
-    yield daemon
-    await daemon.shutdown()
+def d(daemon: Daemon) -> Daemon:
+    return daemon  # conftest's daemon (SQLite, http.auth = none), under a short name
 
 
 async def _patient(d: Daemon, pid: str, start: date, results: list[tuple[date, str]], prescriber: str = "DR1", population: str = "general") -> None:

@@ -4,7 +4,6 @@ sweep-overdue, import-patients. Options become the same typed commands the HTTP 
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import os
 import urllib.parse
@@ -21,7 +20,7 @@ from rems_ingest.cli._remote import call, remote
 from rems_ingest.core.errors import CoreError, InvalidInput
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, Frequency, PatientKey, Population
 from rems_ingest.service.clinic import Conflict
-from rems_ingest.service.commands import EnrollPatient, RecordEvent
+from rems_ingest.service.commands import EnrollPatient, RecordEvent, clinic_csv_rows
 
 _FREQUENCIES = ["weekly", "every_2_weeks", "monthly"]
 T = TypeVar("T")
@@ -160,11 +159,9 @@ def _csv_rows(file: Path) -> list[dict[str, str | None]]:
     """The CSV's rows as dicts of stripped values ('' becomes None); one line for a bad file."""
     try:
         with open(file, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
-            missing = {"id", "population", "therapy_start"} - set(reader.fieldnames or ())
-            if missing:
-                raise click.UsageError(f"{file}: header lacks {', '.join(sorted(missing))}")
-            return [{k: (v.strip() if isinstance(v, str) else v) or None for k, v in r.items() if k} for r in reader]
+            return clinic_csv_rows(fh)
+    except InvalidInput as exc:
+        raise click.UsageError(f"{file}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise click.UsageError(f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8 CSV") from None
 

@@ -48,6 +48,14 @@ def _differences(cmd: EnrollPatient, row: PatientRow) -> list[str]:
     return [f"{name} {new or '(empty)'} here, {old or '(empty)'} stored" for name, new, old in pairs if new != old]
 
 
+def _enrolled(repo: Repositories, key: PatientKey) -> PatientRow:
+    """The enrolled patient's row, locked for the change, or NotFound."""
+    row = repo.patient(key, create=False, lock=True)
+    if row is None or not row.enrolled:
+        raise NotFound(f"patient {key.id} is not enrolled")
+    return row
+
+
 def _authority_hint(key: PatientKey, elsewhere: list[str]) -> str:
     """A patient id is unique only within its assigning authority (PID-3 CX.4): say where the
     same id is enrolled when the request named no authority or another one."""
@@ -148,9 +156,7 @@ class ClinicService:
         now = self.clock()
 
         def job(repo: Repositories) -> dict[str, Any]:
-            row = repo.patient(key, create=False, lock=True)
-            if row is None or not row.enrolled:
-                raise NotFound(f"patient {key.id} is not enrolled")
+            row = _enrolled(repo, key)
             applied = apply_event(repo, self.policy(), key, event, cause={"source": actor, "event": etype, "by": by}, now=now, row=row, strict=True)
             repo.audit(now, by or actor, f"event.{etype}", row.pk, {"on": on, "event_id": event_id})
             view = self._view(repo, key)
@@ -172,9 +178,7 @@ class ClinicService:
         now = self.clock()
 
         def job(repo: Repositories) -> dict[str, Any]:
-            row = repo.patient(key, create=False, lock=True)
-            if row is None or not row.enrolled:
-                raise NotFound(f"patient {key.id} is not enrolled")
+            row = _enrolled(repo, key)
             repo.set_assignment(row.pk, prescriber_id, pharmacy_id)
             repo.audit(now, actor, "reassign", row.pk, {"prescriber_id": [row.prescriber_id, prescriber_id], "pharmacy_id": [row.pharmacy_id, pharmacy_id]})
             return self._view(repo, key)
@@ -190,9 +194,7 @@ class ClinicService:
         event = ClinicalEvent(key=f"event:{uuid.uuid4().hex}", type="unenroll", on=self.today(now), by=actor, rationale=reason)
 
         def job(repo: Repositories) -> dict[str, Any]:
-            row = repo.patient(key, create=False, lock=True)
-            if row is None or not row.enrolled:
-                raise NotFound(f"patient {key.id} is not enrolled")
+            row = _enrolled(repo, key)
             apply_event(repo, self.policy(), key, event, cause={"source": actor, "event": "unenroll", "by": actor}, now=now, row=row, strict=True)
             repo.audit(now, actor, "unenroll", row.pk, {"reason": reason[:200]})
             return self._view(repo, key)

@@ -8,9 +8,10 @@ and a use case never sees a transport-shaped dict.
 
 from __future__ import annotations
 
+import csv
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
@@ -27,6 +28,16 @@ BASELINE_MAX = Decimal(50_000)  # cells/uL
 EARLIEST_THERAPY_START = date(1970, 1, 1)
 MAX_DAYS_AHEAD = 365
 _PRESCRIBER_DECISIONS = ("rechallenge", "override")
+
+
+def clinic_csv_rows(lines: Iterable[str]) -> list[dict[str, str | None]]:
+    """A clinic's CSV (header row, ``#`` comment lines) as dicts of stripped values, '' as None:
+    what ``EnrollPatient.from_mapping`` reads, for the CLI import and the console's upload."""
+    reader = csv.DictReader(line for line in lines if not line.lstrip().startswith("#"))
+    missing = {"id", "population", "therapy_start"} - set(reader.fieldnames or ())
+    if missing:
+        raise InvalidInput(f"header lacks {', '.join(sorted(missing))}")
+    return [{k: (v.strip() if isinstance(v, str) else v) or None for k, v in r.items() if k} for r in reader]
 
 
 def parse_date(value: Any, name: str) -> date:

@@ -17,11 +17,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rems_ingest.adapters.http.bodies import EnrollBody, EventBody, ReassignBody, UnenrollBody, validated
-from rems_ingest.adapters.http.identity import Authenticator, TooManyFailures, Unauthenticated
+from rems_ingest.adapters.http.identity import ANONYMOUS, Authenticator, TooManyFailures, Unauthenticated
 from rems_ingest.core.errors import InvalidInput
 from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
-from rems_ingest.service.access import AccessTrail, Identity, Permission, Role
+from rems_ingest.service.access import AccessTrail, Identity, Permission
 from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
 from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
 
@@ -29,7 +29,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("rems_ingest.http")
 MAX_DEPTH = 8  # JSON nesting a request body may have
 IDENTITY = web.RequestKey("identity", Identity)
-ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), via="none")
 OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 

@@ -17,6 +17,8 @@ import jwt
 from rems_ingest.observability import metrics
 from rems_ingest.service.access import Identity, Role, TokenService
 
+# http.auth = none (loopback only): every caller is this identity, with every role
+ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), via="none")
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 
 

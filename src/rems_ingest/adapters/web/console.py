@@ -5,7 +5,6 @@ Templates are Jinja2 (aiohttp-jinja2: autoescaped, well kept); the chart is serv
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
 import io
@@ -22,15 +21,15 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from rems_ingest.adapters.http.identity import Authenticator, TooManyFailures, Unauthenticated
+from rems_ingest.adapters.http.identity import ANONYMOUS, Authenticator, TooManyFailures, Unauthenticated
 from rems_ingest.adapters.web.chart import STATUS_NAMES, bands, sparkline, svg
 from rems_ingest.adapters.web.oidc_login import OidcLogin
 from rems_ingest.core.errors import CoreError
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, PatientKey
 from rems_ingest.core.policy import RulesPolicy
-from rems_ingest.service.access import AccessTrail, Identity, Permission, Role
+from rems_ingest.service.access import AccessTrail, Identity, Permission
 from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
-from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
+from rems_ingest.service.commands import EnrollPatient, RecordEvent, clinic_csv_rows, parse_date
 from rems_ingest.service.feeds import FeedService
 from rems_ingest.service.replay import ReplayService
 from rems_ingest.service.worklists import LISTS, Filters, WorklistService
@@ -39,7 +38,6 @@ HERE = Path(__file__).resolve().parent
 COOKIE = "rems_session"
 PAGE = 50
 SHOWN = 50  # rows per worklist on the page (the count is always the whole list)
-ANONYMOUS = Identity("anonymous (http.auth = none, loopback)", frozenset(Role), via="none")
 
 
 class Console:
@@ -295,9 +293,8 @@ class Console:
     async def post_import(self, request: web.Request) -> web.Response:
         """A clinic's CSV: preview (a dry run of import-patients) first, then apply the same rows."""
         who, token = await self.who(request)
-        form = await request.post()
-        if self.authenticator is not None and not hmac.compare_digest(str(form.get("csrf", "")), self.csrf(token)):
-            raise web.HTTPForbidden(text=json.dumps({"error": "csrf", "detail": "the form is stale or from another site: reload the page"}), content_type="application/json")
+        await self._check_csrf(request, token)
+        form = await request.post()  # cached by aiohttp: the same form, with its file field
         if not who.may(Permission.ENROLL):
             return self.forbidden(request, who, token, "import patients")
         try:
@@ -306,7 +303,7 @@ class Console:
             else:
                 upload = form.get("csv")
                 text = upload.file.read().decode("utf-8-sig") if isinstance(upload, web.FileField) else ""
-                rows = [{k: (v or "").strip() or None for k, v in r.items() if k} for r in csv.DictReader(line for line in io.StringIO(text) if not line.lstrip().startswith("#"))]
+                rows = clinic_csv_rows(io.StringIO(text))
             commands = []
             for n, row in enumerate(rows, 1):
                 try:
