@@ -130,6 +130,7 @@ class Daemon:
         s = self.settings
         await asyncio.to_thread(self.store.migrate)
         self.store.start()
+        await self.services.snapshots.backfill()  # once after the upgrade to 0005 (issue #18)
         await self.server.start()
         authenticator = build_authenticator(s, self.services.tokens)
         app = build_app(self.clinic, self.readiness, self.policy.reload, authenticator=authenticator, trail=self.services.trail, openapi=openapi_document())

@@ -21,6 +21,7 @@ from rems_ingest.service.clinic import ClinicService
 from rems_ingest.service.feeds import FeedService
 from rems_ingest.service.ingest import IngestService
 from rems_ingest.service.replay import ReplayService
+from rems_ingest.service.snapshots import SnapshotService
 from rems_ingest.service.worklists import WorklistService
 
 
@@ -38,6 +39,7 @@ class Services:
     trail: AccessTrail
     worklists: WorklistService
     feeds: FeedService
+    snapshots: SnapshotService
 
 
 def build_services(s: Settings, *, create_store: bool = True) -> Services:
@@ -57,7 +59,7 @@ def build_services(s: Settings, *, create_store: bool = True) -> Services:
     ingest = IngestService(uow, policy, **s.mllp.ingest_options())
     ingest.on_alerts = relay.wake
     clinic = ClinicService(uow, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
-    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow), WorklistService(uow, policy, timezone=s.rules.timezone), FeedService(uow))
+    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow), WorklistService(uow, policy, timezone=s.rules.timezone), FeedService(uow), SnapshotService(uow, policy))
 
 
 def build_authenticator(s: Settings, tokens: TokenService) -> Authenticator | None:

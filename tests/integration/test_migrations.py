@@ -46,7 +46,7 @@ def test_a_database_from_before_migrations_is_adopted_and_keeps_its_data(tmp_pat
         conn.execute(insert(schema.audit).values(at="2026-01-01", actor="old", action="enroll", detail="{}"))
     Store(url).migrate()
     with create_engine(url).connect() as conn:
-        assert "0004" == conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        assert "0005" == conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         assert 1 == conn.execute(text("SELECT count(*) FROM audit")).scalar()
 
 

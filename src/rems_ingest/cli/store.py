@@ -17,9 +17,11 @@ from sqlalchemy.exc import DBAPIError
 
 from rems_ingest import profiles
 from rems_ingest.adapters.db.store import Store, StoreError
+from rems_ingest.bootstrap import build_services
 from rems_ingest.cli._common import cli, fail, services, settings
 from rems_ingest.config import display_url
 from rems_ingest.core.errors import CoreError
+from rems_ingest.service.ports import StoreUnavailable
 from rems_ingest.service.retention import prune_raw_messages
 
 _ACTOR = {"default": lambda: os.environ.get("USER", "cli"), "show_default": "$USER"}
@@ -92,16 +94,25 @@ def db() -> None:
 @db.command("upgrade")
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
-    """Apply pending schema migrations (the daemon also does this at start-up)."""
-    store = Store(settings(ctx).store.resolved_url(), create=True)
+    """Apply pending schema migrations and write the timeline snapshots of patients stored
+    without them (the daemon also does both at start-up)."""
+    try:
+        built = build_services(settings(ctx), create_store=True)
+    except CoreError as exc:
+        fail(str(exc))
+    store = built.store
     try:
         store.migrate()
         revision = store.revision()
-    except StoreError as exc:
+        store.start()
+        counts = asyncio.run(built.snapshots.backfill())
+    except (StoreError, StoreUnavailable) as exc:
         fail(str(exc), 1)
     finally:
         store.close()
     click.echo(f"schema at revision {revision}")
+    if counts["written"] or counts["differs"]:
+        click.echo(f"timeline snapshots written for {counts['written'] + counts['differs']} patients")
 
 
 @cli.command("check-config")

@@ -89,9 +89,13 @@ def _pharmacy(policy: RulesPolicy, s: PatientState, event: Event) -> tuple[Patie
     return evolve(s, dispense_hold=not check.authorized), [a]
 
 
-def fold(policy: RulesPolicy, events: Iterable[Event]) -> Folded:
-    """Replay a history in specimen order; events a correction made impossible become no-ops."""
-    state = PatientState()
+def fold(policy: RulesPolicy, events: Iterable[Event], start: PatientState | None = None) -> Folded:
+    """Replay a history in specimen order; events a correction made impossible become no-ops.
+
+    ``start``: the folded state just before the first of ``events`` (a snapshot), so a late
+    result re-folds only what comes after its draw time; the result is the same as folding the
+    whole history from the beginning."""
+    state = start if start is not None else PatientState()
     decisions: list[Decision] = []
     for ev in sorted(events, key=event_sort_key):
         try:
@@ -109,13 +113,19 @@ def diff_alerts(before: Sequence[Alert], after: Sequence[Alert]) -> tuple[list[A
     """(withdrawn, new) between two folds, by alert identity (kind, cause)."""
     b = {a.identity: a for a in before}
     a_ = {a.identity: a for a in after}
-    # refold notices are not part of any fold: they stay true for the moment they were raised
-    withdrawn = [x for k, x in b.items() if k not in a_ and x.kind is not AlertKind.ALERT_SUPERSEDED and not x.cause.startswith(REFOLD_CAUSE)]
+    withdrawn = [x for k, x in b.items() if k not in a_ and not is_notice(x)]
     new = [x for k, x in a_.items() if k not in b]
     return withdrawn, new
 
 
 REFOLD_CAUSE = "pharmacy-refold:"
+
+
+def is_notice(alert: Alert) -> bool:
+    """What a re-fold said about the moment it ran (a withdrawal, the overdue it resolved, the
+    pharmacy told of a flip) is part of no fold: it stays true, and a later re-fold never
+    withdraws it (a resolved overdue superseded by the next late result read as overdue again)."""
+    return alert.kind is AlertKind.ALERT_SUPERSEDED or alert.cause.startswith(REFOLD_CAUSE) or any(k == "superseded_alert_id" for k, _ in alert.detail)
 
 
 def pharmacy_after_refold(policy: RulesPolicy, before: PatientState, after: PatientState, new: Sequence[Alert], event: Event) -> list[Alert]:
@@ -139,6 +149,7 @@ __all__ = [
     "categorize",
     "diff_alerts",
     "fold",
+    "is_notice",
     "pharmacy_after_refold",
     "step",
     "superseded_alert",

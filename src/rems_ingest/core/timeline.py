@@ -61,6 +61,9 @@ class Timeline:
                     raise EventNotAllowed(d.explanation.removeprefix("ignored: "))
             active = self.active()
             withdrawn, raised = rules.diff_alerts([a for _, a in active], folded.alerts)
+            # one cause, one alert: an alert the outbox already holds (even withdrawn) is not new,
+            # and must not stand in for the pharmacy notice below
+            raised = [a for a in raised if alert_id(self.patient, a.kind.value, a.cause) not in self.outbox]
             ids = {a.identity: i for i, a in active}
             for w in withdrawn:
                 self.outbox[ids[w.identity]] = (w, True)

@@ -80,14 +80,17 @@ class OutboxEntry:
     payload: str
     state_version: int
     created_at: str
+    sort_key: str | None = None  # where in the timeline the decision that raised it sits
 
     @property
     def kind(self) -> str:
         return self.alert.kind.value
 
 
-def outbox_entry(patient: PatientKey, pk: int | None, alert: Alert, state: PatientState | None, version: int, cause: dict[str, str], policy: RulesPolicy, now: datetime) -> OutboxEntry:
+def outbox_entry(
+    patient: PatientKey, pk: int | None, alert: Alert, state: PatientState | None, version: int, cause: dict[str, str], policy: RulesPolicy, now: datetime, sort_key: str | None = None
+) -> OutboxEntry:
     aid = alert_id(patient, alert.kind.value, alert.cause)
     body = alert_payload(alert_id=aid, patient=patient, alert=alert, state=state, state_version=version, cause=cause, rules_profile=policy.label, created_at=now)
     metrics.count(metrics.ALERTS, alert.kind.value)
-    return OutboxEntry(aid, pk, alert, f"alert.{alert.kind.value}", encode(body), version, now.isoformat())
+    return OutboxEntry(aid, pk, alert, f"alert.{alert.kind.value}", encode(body), version, now.isoformat(), sort_key)

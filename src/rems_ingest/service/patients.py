@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from rems_ingest.core import rules
-from rems_ingest.core.errors import EventNotAllowed
+from rems_ingest.core.errors import CoreError, EventNotAllowed
 from rems_ingest.core.history import merge
 from rems_ingest.core.model import (
     Alert,
@@ -21,6 +21,7 @@ from rems_ingest.core.model import (
     PatientKey,
     PatientState,
     ResultStatus,
+    alert_id,
     event_sort_key,
     evolve,
 )
@@ -66,24 +67,27 @@ def apply_event(
     assert row is not None
     skey = sort_key_text(event)
     removal = isinstance(event, AncResult) and event.status in (ResultStatus.DELETED, ResultStatus.WRONG)
-    # fast path: a new event that sorts after everything stored (one INSERT decides)
-    if not removal and skey >= row.last_sort_key and repo.add_event(row.pk, event, stamp):
-        d = rules.step(policy, row.state, event)
-        outcome = _Outcome(d.state, list(d.alerts), d.explanation, d.action, d.frequency.value, skey)
-    else:
-        refolded = _refold(repo, policy, row, event, stamp, strict, removal)
+    version = row.version + 1
+    outcome = _append(repo, policy, row, event, skey, stamp, version) if not removal and skey >= row.last_sort_key else None
+    if outcome is None:
+        refolded = _refold(repo, policy, row, event, skey, stamp, strict, removal)
         if isinstance(refolded, Applied):
             return refolded
         outcome = refolded
-    version = row.version + 1
     new_state = outcome.state
+    # a new patient's snapshots are whole from its first event; a re-fold from the beginning wrote them all
+    trusted = policy.label if row.version == 0 or outcome.from_scratch else None
     if not new_state.enrolled and version % UNENROLLED_KEEP == 0:
-        # keep only what a later enrollment needs: the most recent results (bounded growth)
+        # keep only what a later enrollment needs: the most recent results (bounded growth);
+        # the snapshots then describe a history that is no longer stored: re-fold from scratch
         repo.prune_events(row.pk, UNENROLLED_KEEP)
-    new_state = evolve(new_state, version=version)
-    rows = [outbox_entry(key, row.pk, a, new_state, version, cause, policy, now) for a in outcome.alerts]
+        repo.set_snapshot_profile(row.pk, None)
+        trusted = None
+    if new_state.version != version:
+        new_state = evolve(new_state, version=version)
+    rows = [outbox_entry(key, row.pk, a, new_state, version, cause, policy, now, sk) for a, sk in outcome.alerts]
     repo.add_alerts(rows)
-    repo.save_patient(row.pk, new_state, version, outcome.last_sort_key, stamp, **(extra or {}))
+    repo.save_patient(row.pk, new_state, version, outcome.last_sort_key, stamp, snapshot_profile=trusted, **(extra or {}))
     alert_ids = [r.alert_id for r in rows]
     if new_state.enrolled or row.state.enrolled:  # the audit trail of every decision (issue #4)
         repo.audit_decision(stamp, row.pk, {
@@ -105,41 +109,118 @@ def apply_event(
 @dataclass
 class _Outcome:
     state: PatientState
-    alerts: list[Alert]
+    alerts: list[tuple[Alert, str]]  # each with the timeline position of the decision that raised it
     explanation: str
     action: str
     frequency: str
     last_sort_key: str
+    from_scratch: bool = False  # a re-fold of the whole history (it wrote every snapshot)
 
 
-def _refold(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Event, stamp: str, strict: bool, removal: bool) -> _Outcome | Applied:
-    """A correction, a deletion, a late result or a back-dated event: fold the merged history
-    again and withdraw (with ``alert.superseded``) what it no longer justifies."""
-    if repo.event(row.pk, event.key) == event:
+def _append(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Event, skey: str, stamp: str, version: int) -> _Outcome | None:
+    """The cheap path: a new event that sorts after everything stored is one ``rules.step``,
+    stored with the state after it (its snapshot). None: the key is already stored (a resend or
+    a correction), or the state refuses it; the re-fold path decides those."""
+    try:
+        d = rules.step(policy, row.state, event)
+    except CoreError:
+        return None
+    state = evolve(d.state, version=version)  # the same object is saved on the patient row
+    if not repo.add_event(row.pk, event, stamp, skey, state):
+        return None
+    return _Outcome(state, [(a, skey) for a in d.alerts], d.explanation, d.action, d.frequency.value, skey)
+
+
+def _refold(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Event, skey: str, stamp: str, strict: bool, removal: bool) -> _Outcome | Applied:
+    """A correction, a deletion, a late result or a back-dated event: fold again from the
+    snapshot just before the earliest point it touches, and withdraw (with ``alert.superseded``)
+    what that part of the timeline no longer justifies. The cost follows what comes after that
+    point, not the whole history (issue #18); a patient without trusted snapshots (stored before
+    them, pruned, or another rules profile) is folded from the beginning once, which writes them."""
+    old = repo.event(row.pk, event.key)
+    if old == event:
         return Applied(row, row.state, row.version, [], False, "duplicate event: nothing changed")
-    history = repo.events(row.pk)
-    merged, changed = merge(history, event)
+    window = _window(repo, policy, row, min(skey, sort_key_text(old)) if old is not None else skey)
+    merged, changed = merge(window.events, event)
     if not changed:
         return Applied(row, row.state, row.version, [], False, "nothing to change")
-    folded = rules.fold(policy, merged)
     ordered = sorted(merged, key=event_sort_key)
+    folded = rules.fold(policy, ordered, start=window.start)
     if strict and event in ordered:
         d = folded.decisions[ordered.index(event)]
         if d.explanation.startswith("ignored:"):
             raise EventNotAllowed(d.explanation.removeprefix("ignored: "))
-    before = repo.active_alerts(row.pk)
-    withdrawn, new_alerts = rules.diff_alerts([a for _, a in before], folded.alerts)
-    ids = {a.identity: i for i, a in before}
-    repo.withdraw([ids[w.identity] for w in withdrawn])
-    new_alerts += [rules.withdrawal_notice(w, ids[w.identity], event.on) for w in withdrawn]
-    new_alerts += rules.pharmacy_after_refold(policy, row.state, folded.state, new_alerts, event)
+    keys = [sort_key_text(e) for e in ordered]
+    new_alerts = _diff_alerts(repo, policy, row, event, skey, keys, folded, window)
+    _store_snapshots(repo, row, event, skey, stamp, removal, ordered, keys, folded, window)
     new_state = folded.state
+    last = keys[-1] if keys else window.start_key
+    return _Outcome(new_state, new_alerts, "history re-folded", new_state.action, new_state.frequency.value, last, window.since is None)
+
+
+def _diff_alerts(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Event, skey: str, keys: list[str], folded: rules.Folded, window: _Window) -> list[tuple[Alert, str]]:
+    """Withdraw the alerts from the re-fold point on that the new fold no longer raises; the
+    alerts it raises that the outbox never held are new. Only that part of the outbox is read."""
+    raised: dict[str, tuple[Alert, str]] = {}  # first decision raising each alert
+    for k, d in zip(keys, folded.decisions):
+        for a in d.alerts:
+            raised.setdefault(alert_id(row.key, a.kind.value, a.cause), (a, k))
+    before = repo.active_alerts(row.pk, since=window.since)
+    withdrawn, _ = rules.diff_alerts([a for _, a, _ in before], [a for a, _ in raised.values()])
+    ids = {a.identity: i for i, a, _ in before}
+    repo.withdraw([ids[w.identity] for w in withdrawn])
+    # kept alerts move with the decision that now raises them (a correction can move a draw)
+    repo.set_alert_sort_keys([(i, raised[i][1]) for i, _, sk in before if i in raised and raised[i][1] != sk])
+    known = repo.known_alerts(list(raised))  # one cause, one alert: only what is new is raised
+    new_alerts = [(a, k) for i, (a, k) in raised.items() if i not in known]
+    new_alerts += [(rules.withdrawal_notice(w, ids[w.identity], event.on), skey) for w in withdrawn]
+    new_alerts += [(a, skey) for a in rules.pharmacy_after_refold(policy, row.state, folded.state, [a for a, _ in new_alerts], event)]
+    return new_alerts
+
+
+@dataclass
+class _Window:
+    """The part of a patient's timeline a re-fold takes: the events from ``since`` on (None:
+    the whole history) and the folded state just before them (``start_key`` is its position)."""
+
+    since: str | None
+    start: PatientState | None
+    start_key: str
+    events: list[Event]
+    stored: dict[str, PatientState | None]  # event key -> its stored snapshot
+
+
+def _window(repo: Repositories, policy: RulesPolicy, row: PatientRow, at: str) -> _Window:
+    if row.snapshot_profile == policy.label:
+        before = repo.snapshot_before(row.pk, at)
+        if before is None or before[1] is not None:
+            pairs = repo.events_from(row.pk, at)
+            return _Window(at, before[1] if before else None, before[0] if before else "", [e for e, _ in pairs], {e.key: st for e, st in pairs})
+    history = repo.events(row.pk)
+    return _Window(None, None, "", history, {})
+
+
+def _store_snapshots(
+    repo: Repositories, row: PatientRow, event: Event, skey: str, stamp: str, removal: bool, ordered: list[Event], keys: list[str], folded: rules.Folded, window: _Window
+) -> None:
+    """Write the event itself and every snapshot after the re-fold point that changed."""
+    changed: list[tuple[str, str, PatientState]] = []
+    mine: PatientState | None = None
+    for e, k, d in zip(ordered, keys, folded.decisions):
+        if e.key == event.key:
+            mine = d.state
+        elif window.since is None or not _same(window.stored.get(e.key), d.state):
+            changed.append((e.key, k, d.state))
     if removal:
         repo.delete_event(row.pk, event.key)
     else:
-        repo.put_event(row.pk, event, stamp)
-    last = max((sort_key_text(e) for e in merged), default="")
-    return _Outcome(new_state, new_alerts, "history re-folded", new_state.action, new_state.frequency.value, last)
+        repo.put_event(row.pk, event, stamp, skey, mine)
+    repo.set_snapshots(row.pk, changed)
+
+
+def _same(stored: PatientState | None, state: PatientState) -> bool:
+    """The same snapshot, whatever version number each fold gave it."""
+    return stored is not None and evolve(stored, version=0) == evolve(state, version=0)
 
 
 def tick(repo: Repositories, policy: RulesPolicy, key: PatientKey, now: datetime, today: Any) -> list[tuple[str, str]]:

@@ -37,23 +37,37 @@ _SQL = {
         "INSERT INTO observation (message_id, patient_pk, result_key, anc_per_ul, status, observed_at, code, code_system, original_value, original_unit, derived, censored) "
         "VALUES (:message_id, :patient_pk, :result_key, :anc_per_ul, :status, :observed_at, :code, :code_system, :original_value, :original_unit, :derived, :censored)"
     ),
-    "patient": "SELECT id, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id FROM patient WHERE patient_id = :pid AND authority = :auth",
+    "patient": "SELECT id, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile FROM patient WHERE patient_id = :pid AND authority = :auth",
     "new_patient": (
         "INSERT INTO patient (patient_id, authority, enrolled, prescriber_id, pharmacy_id, state, version, last_sort_key, updated_at) "
         "VALUES (:patient_id, :authority, :enrolled, :prescriber_id, :pharmacy_id, :state, :version, :last_sort_key, :updated_at) "
         "ON CONFLICT (patient_id, authority) DO NOTHING"
     ),
     "add_event": (
-        "INSERT INTO patient_event (patient_pk, event_key, body, recorded_at) VALUES (:patient_pk, :event_key, :body, :recorded_at) "
+        "INSERT INTO patient_event (patient_pk, event_key, body, recorded_at, sort_key, state_after) "
+        "VALUES (:patient_pk, :event_key, :body, :recorded_at, :sort_key, :state_after) "
         "ON CONFLICT (patient_pk, event_key) DO NOTHING"
     ),
-    "save_patient": "UPDATE patient SET state = :state, version = :version, last_sort_key = :lsk, enrolled = :enrolled, next_due = :due, updated_at = :at WHERE id = :pk",
+    "save_patient": (
+        "UPDATE patient SET state = :state, version = :version, last_sort_key = :lsk, enrolled = :enrolled, next_due = :due, updated_at = :at, "
+        "snapshot_profile = COALESCE(:sp, snapshot_profile) WHERE id = :pk"
+    ),
     "add_alert": (
-        "INSERT INTO outbox (alert_id, patient_pk, kind, cause, alert, routing_key, payload, state_version, created_at, withdrawn, attempts, next_attempt_at) "
-        "VALUES (:alert_id, :patient_pk, :kind, :cause, :alert, :routing_key, :payload, :state_version, :created_at, :withdrawn, :attempts, :next_attempt_at) "
+        "INSERT INTO outbox (alert_id, patient_pk, kind, cause, alert, routing_key, payload, state_version, created_at, withdrawn, attempts, next_attempt_at, sort_key) "
+        "VALUES (:alert_id, :patient_pk, :kind, :cause, :alert, :routing_key, :payload, :state_version, :created_at, :withdrawn, :attempts, :next_attempt_at, :sort_key) "
         "ON CONFLICT (alert_id) DO NOTHING"
     ),
     "audit": "INSERT INTO audit (at, actor, action, patient_pk, detail) VALUES (:at, :actor, :action, :patient_pk, :detail)",
+    # the timeline (issue #18): the snapshot just before a point, and what comes from it on
+    "snapshot_before": "SELECT sort_key, state_after FROM patient_event WHERE patient_pk = :pk AND sort_key < :at ORDER BY sort_key DESC LIMIT 1",
+    "events_from": "SELECT body, state_after FROM patient_event WHERE patient_pk = :pk AND sort_key >= :at ORDER BY sort_key",
+    "event_body": "SELECT body FROM patient_event WHERE patient_pk = :pk AND event_key = :key",
+    "set_snapshot": "UPDATE patient_event SET sort_key = :sort_key, state_after = :state_after WHERE patient_pk = :pk AND event_key = :key",
+    "alerts_from": (
+        "SELECT alert_id, alert, sort_key FROM outbox WHERE patient_pk = :pk AND sort_key >= :at AND withdrawn = :no "
+        "AND kind NOT IN ('alert.superseded', 'data.quality')"
+    ),
+    "set_alert_sort_key": "UPDATE outbox SET sort_key = :sort_key WHERE alert_id = :alert_id",
 }
 _PG_SQL = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQL.items()}
 _PG_SQL["patient_lock"] = _PG_SQL["patient"] + " FOR UPDATE"  # per-patient serialization across daemons
@@ -124,6 +138,7 @@ class Repository(AccessRecords, ConsoleQueries):
         self._sql = _PG_SQL if self.pg else _SQL
         self._cursor: Any = None
         self._defer = conn.engine in _DEFERRING
+        self._dumped: tuple[PatientState, str] | None = None
 
     def _write_behind(self, name: str, params: dict[str, Any]) -> None:
         if self._defer:
@@ -204,8 +219,8 @@ class Repository(AccessRecords, ConsoleQueries):
             row = self._raw(q, params).fetchone()
         if row is None:
             return None
-        pk, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id = row
-        return PatientRow(pk, key, bool(enrolled), codec.load_state(state), version, last_sort_key, prescriber_id, pharmacy_id)
+        pk, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile = row
+        return PatientRow(pk, key, bool(enrolled), codec.load_state(state), version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile)
 
     def enrolled_authorities(self, patient_id: str, limit: int = 5) -> list[str]:
         """The assigning authorities an enrolled patient with this id is known under (a hint
@@ -224,13 +239,25 @@ class Repository(AccessRecords, ConsoleQueries):
             if key not in existing:
                 self.patient(key, create=True, lock=True, now=now)
 
-    def save_patient(self, pk: int, state: PatientState, version: int, last_sort_key: str, now: str, **extra: Any) -> None:
+    def _dump(self, state: PatientState) -> str:
+        """A state's JSON, once per state object: the hot path stores the same state as the
+        patient's row and as the new event's snapshot."""
+        if self._dumped is not None and self._dumped[0] is state:
+            return self._dumped[1]
+        text = codec.dump_state(state)
+        self._dumped = (state, text)
+        return text
+
+    def save_patient(self, pk: int, state: PatientState, version: int, last_sort_key: str, now: str, snapshot_profile: str | None = None, **extra: Any) -> None:
+        """``snapshot_profile``: set when every snapshot of the patient is now trusted (else unchanged)."""
         if not extra:
             self._raw(
                 "save_patient",
-                dict(pk=pk, state=codec.dump_state(state), version=version, lsk=last_sort_key, enrolled=state.enrolled, due=state.next_due.isoformat() if state.next_due else None, at=now),
+                dict(pk=pk, state=self._dump(state), version=version, lsk=last_sort_key, enrolled=state.enrolled, due=state.next_due.isoformat() if state.next_due else None, at=now, sp=snapshot_profile),
             )
             return
+        if snapshot_profile is not None:
+            extra["snapshot_profile"] = snapshot_profile
         self.conn.execute(
             update(patient)
             .where(patient.c.id == pk)
@@ -246,21 +273,51 @@ class Repository(AccessRecords, ConsoleQueries):
         )
 
     def event(self, pk: int, key: str) -> Event | None:
-        body = self.conn.execute(select(patient_event.c.body).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == key)).scalar()
-        return codec.load_event(body) if body else None
+        row = self._raw("event_body", {"pk": pk, "key": key}).fetchone()
+        return codec.load_event(row[0]) if row else None
 
     def events(self, pk: int) -> list[Event]:
         rows = self.conn.execute(select(patient_event.c.body).where(patient_event.c.patient_pk == pk).order_by(patient_event.c.id)).scalars()
         return [codec.load_event(b) for b in rows]
 
-    def add_event(self, pk: int, event: Event, now: str) -> bool:
+    def add_event(self, pk: int, event: Event, now: str, sort_key: str | None = None, state_after: PatientState | None = None) -> bool:
         """Insert a new event; False if its key is already stored (then take the slow path)."""
-        values = dict(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now)
+        snapshot = self._dump(state_after) if state_after is not None else None
+        values = dict(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now, sort_key=sort_key, state_after=snapshot)
         return bool(self._raw("add_event", values).rowcount)
 
-    def put_event(self, pk: int, event: Event, now: str) -> None:
+    def put_event(self, pk: int, event: Event, now: str, sort_key: str | None = None, state_after: PatientState | None = None) -> None:
+        snapshot = codec.dump_state(state_after) if state_after is not None else None
         self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == event.key))
-        self.conn.execute(insert(patient_event).values(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now))
+        self.conn.execute(insert(patient_event).values(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now, sort_key=sort_key, state_after=snapshot))
+
+    def snapshot_before(self, pk: int, at: str) -> tuple[str, PatientState | None] | None:
+        """(sort key, folded state after it) of the patient's last event before ``at``; None
+        when nothing comes before. A NULL state means that snapshot was never written."""
+        row = self._raw("snapshot_before", {"pk": pk, "at": at}).fetchone()
+        return (row[0], codec.load_state(row[1]) if row[1] else None) if row else None
+
+    def events_from(self, pk: int, at: str) -> list[tuple[Event, PatientState | None]]:
+        """The events at or after ``at`` in timeline order, each with its stored snapshot."""
+        rows = self._raw("events_from", {"pk": pk, "at": at}).fetchall()
+        return [(codec.load_event(body), codec.load_state(state) if state else None) for body, state in rows]
+
+    def set_snapshots(self, pk: int, rows: Sequence[tuple[str, str, PatientState]]) -> None:
+        """(event key, sort key, state after) for events already stored."""
+        for key, sort_key, state in rows:
+            self._raw("set_snapshot", {"pk": pk, "key": key, "sort_key": sort_key, "state_after": codec.dump_state(state)})
+
+    def set_snapshot_profile(self, pk: int, profile: str | None) -> None:
+        self.conn.execute(update(patient).where(patient.c.id == pk).values(snapshot_profile=profile))
+
+    def patients_to_snapshot(self, profile: str, limit: int) -> list[PatientKey]:
+        rows = self.conn.execute(
+            select(patient.c.patient_id, patient.c.authority)
+            .where(or_(patient.c.snapshot_profile.is_(None), patient.c.snapshot_profile != profile))
+            .order_by(patient.c.id)
+            .limit(limit)
+        )
+        return [PatientKey(r.patient_id, r.authority) for r in rows]
 
     def delete_event(self, pk: int, key: str) -> None:
         self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == key))
@@ -291,13 +348,26 @@ class Repository(AccessRecords, ConsoleQueries):
 
     # ------------------------------------------------------------ outbox
 
-    def active_alerts(self, pk: int) -> list[tuple[str, Alert]]:
-        rows = self.conn.execute(
-            select(outbox.c.alert_id, outbox.c.alert).where(
-                outbox.c.patient_pk == pk, outbox.c.withdrawn.is_(False), outbox.c.kind.not_in(["alert.superseded", "data.quality"])
-            )
+    def active_alerts(self, pk: int, since: str | None = None) -> list[tuple[str, Alert, str | None]]:
+        """(id, alert, sort key) of the patient's alerts a re-fold may withdraw: all of them, or
+        (``since``) only those raised at or after that point of the timeline (an index range)."""
+        if since is not None:
+            rows = self._raw("alerts_from", {"pk": pk, "at": since, "no": False}).fetchall()
+            return [(aid, codec.load_alert(body), sk) for aid, body, sk in rows]
+        q = select(outbox.c.alert_id, outbox.c.alert, outbox.c.sort_key).where(
+            outbox.c.patient_pk == pk, outbox.c.withdrawn.is_(False), outbox.c.kind.not_in(["alert.superseded", "data.quality"])
         )
-        return [(r.alert_id, codec.load_alert(r.alert)) for r in rows]
+        return [(r.alert_id, codec.load_alert(r.alert), r.sort_key) for r in self.conn.execute(q)]
+
+    def known_alerts(self, alert_ids: Sequence[str]) -> set[str]:
+        """Which of these ids the outbox already holds, withdrawn or not (one cause, one alert)."""
+        if not alert_ids:
+            return set()
+        return set(self.conn.execute(select(outbox.c.alert_id).where(outbox.c.alert_id.in_(list(alert_ids)))).scalars())
+
+    def set_alert_sort_keys(self, rows: Sequence[tuple[str, str]]) -> None:
+        for aid, sort_key in rows:
+            self._raw("set_alert_sort_key", {"alert_id": aid, "sort_key": sort_key})
 
     def add_alerts(self, entries: Sequence[OutboxEntry]) -> None:
         for e in entries:  # write-behind keeps their order: outbox ids still follow creation
@@ -316,6 +386,7 @@ class Repository(AccessRecords, ConsoleQueries):
                     withdrawn=False,
                     attempts=0,
                     next_attempt_at=e.created_at,
+                    sort_key=e.sort_key,
                 ),
             )
 

@@ -19,6 +19,9 @@ from sqlalchemy import (
 SCHEMA_VERSION = 1
 metadata = MetaData()
 ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrement needs INTEGER PRIMARY KEY
+# a patient timeline position (service/patients.sort_key_text), compared byte by byte in range
+# queries: PostgreSQL's default collation would order punctuation differently from Python
+SORT_KEY = String(400).with_variant(String(400, collation="C"), "postgresql")
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
 
@@ -70,6 +73,9 @@ patient = Table(
     Column("last_sort_key", String(400), nullable=False, default=""),
     Column("next_due", String(10), nullable=True),
     Column("updated_at", String(40), nullable=False),
+    # the rules profile the patient's event snapshots were folded under (NULL: none yet, or
+    # they cannot be trusted: the next re-fold starts from the beginning and writes them all)
+    Column("snapshot_profile", String(120), nullable=True),
     UniqueConstraint("patient_id", "authority", name="uq_patient_key"),
 )
 Index("ix_patient_due", patient.c.enrolled, patient.c.next_due)
@@ -82,8 +88,11 @@ patient_event = Table(
     Column("event_key", String(400), nullable=False),
     Column("body", Text, nullable=False),
     Column("recorded_at", String(40), nullable=False),
+    Column("sort_key", SORT_KEY, nullable=True),  # its place in the timeline (NULL: stored before 0005)
+    Column("state_after", Text, nullable=True),  # the folded state after it: a late result re-folds from here
     UniqueConstraint("patient_pk", "event_key", name="uq_patient_event"),
 )
+Index("ix_patient_event_timeline", patient_event.c.patient_pk, patient_event.c.sort_key)
 
 outbox = Table(
     "outbox",
@@ -105,8 +114,12 @@ outbox = Table(
     Column("claimed_until", String(40), nullable=True),
     Column("claimed_by", String(120), nullable=True),  # the relay holding the claim (amqp.relay_id)
     Column("last_error", String(200), nullable=True),
+    # where in the timeline the decision that raised it sits: a re-fold from a point diffs only
+    # the alerts at or after it
+    Column("sort_key", SORT_KEY, nullable=True),
 )
 Index("ix_outbox_pending", outbox.c.published_at, outbox.c.id)
+Index("ix_outbox_timeline", outbox.c.patient_pk, outbox.c.sort_key)
 
 audit = Table(
     "audit",
