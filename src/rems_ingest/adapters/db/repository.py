@@ -17,8 +17,9 @@ from sqlalchemy.engine import Connection, Engine
 from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.access import AccessRecords
 from rems_ingest.adapters.db.console_queries import ConsoleQueries
-from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient, patient_event
-from rems_ingest.core.model import Alert, Event, PatientKey, PatientState
+from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient
+from rems_ingest.adapters.db.timeline import TIMELINE_SQL, TimelineQueries
+from rems_ingest.core.model import Alert, PatientKey, PatientState
 from rems_ingest.service.outbox import OutboxEntry
 from rems_ingest.service.ports import OutboxRow, PatientRow
 
@@ -58,17 +59,8 @@ _SQL = {
         "ON CONFLICT (alert_id) DO NOTHING"
     ),
     "audit": "INSERT INTO audit (at, actor, action, patient_pk, detail) VALUES (:at, :actor, :action, :patient_pk, :detail)",
-    # the timeline (issue #18): the snapshot just before a point, and what comes from it on
-    "snapshot_before": "SELECT sort_key, state_after FROM patient_event WHERE patient_pk = :pk AND sort_key < :at ORDER BY sort_key DESC LIMIT 1",
-    "events_from": "SELECT body, state_after FROM patient_event WHERE patient_pk = :pk AND sort_key >= :at ORDER BY sort_key",
-    "event_body": "SELECT body FROM patient_event WHERE patient_pk = :pk AND event_key = :key",
-    "set_snapshot": "UPDATE patient_event SET sort_key = :sort_key, state_after = :state_after WHERE patient_pk = :pk AND event_key = :key",
-    "alerts_from": (
-        "SELECT alert_id, alert, sort_key FROM outbox WHERE patient_pk = :pk AND sort_key >= :at AND withdrawn = :no "
-        "AND kind NOT IN ('alert.superseded', 'data.quality')"
-    ),
-    "set_alert_sort_key": "UPDATE outbox SET sort_key = :sort_key WHERE alert_id = :alert_id",
 }
+_SQL.update(TIMELINE_SQL)
 _PG_SQL = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQL.items()}
 _PG_SQL["patient_lock"] = _PG_SQL["patient"] + " FOR UPDATE"  # per-patient serialization across daemons
 _PG_SQL["lock_patients"] = (  # one statement text whatever the number of patients (prepared once)
@@ -131,7 +123,7 @@ class _MessageRow:
     ack_detail: str
 
 
-class Repository(AccessRecords, ConsoleQueries):
+class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
@@ -272,61 +264,6 @@ class Repository(AccessRecords, ConsoleQueries):
             )
         )
 
-    def event(self, pk: int, key: str) -> Event | None:
-        row = self._raw("event_body", {"pk": pk, "key": key}).fetchone()
-        return codec.load_event(row[0]) if row else None
-
-    def events(self, pk: int) -> list[Event]:
-        rows = self.conn.execute(select(patient_event.c.body).where(patient_event.c.patient_pk == pk).order_by(patient_event.c.id)).scalars()
-        return [codec.load_event(b) for b in rows]
-
-    def add_event(self, pk: int, event: Event, now: str, sort_key: str | None = None, state_after: PatientState | None = None) -> bool:
-        """Insert a new event; False if its key is already stored (then take the slow path)."""
-        snapshot = self._dump(state_after) if state_after is not None else None
-        values = dict(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now, sort_key=sort_key, state_after=snapshot)
-        return bool(self._raw("add_event", values).rowcount)
-
-    def put_event(self, pk: int, event: Event, now: str, sort_key: str | None = None, state_after: PatientState | None = None) -> None:
-        snapshot = codec.dump_state(state_after) if state_after is not None else None
-        self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == event.key))
-        self.conn.execute(insert(patient_event).values(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now, sort_key=sort_key, state_after=snapshot))
-
-    def snapshot_before(self, pk: int, at: str) -> tuple[str, PatientState | None] | None:
-        """(sort key, folded state after it) of the patient's last event before ``at``; None
-        when nothing comes before. A NULL state means that snapshot was never written."""
-        row = self._raw("snapshot_before", {"pk": pk, "at": at}).fetchone()
-        return (row[0], codec.load_state(row[1]) if row[1] else None) if row else None
-
-    def events_from(self, pk: int, at: str) -> list[tuple[Event, PatientState | None]]:
-        """The events at or after ``at`` in timeline order, each with its stored snapshot."""
-        rows = self._raw("events_from", {"pk": pk, "at": at}).fetchall()
-        return [(codec.load_event(body), codec.load_state(state) if state else None) for body, state in rows]
-
-    def set_snapshots(self, pk: int, rows: Sequence[tuple[str, str, PatientState]]) -> None:
-        """(event key, sort key, state after) for events already stored."""
-        for key, sort_key, state in rows:
-            self._raw("set_snapshot", {"pk": pk, "key": key, "sort_key": sort_key, "state_after": codec.dump_state(state)})
-
-    def set_snapshot_profile(self, pk: int, profile: str | None) -> None:
-        self.conn.execute(update(patient).where(patient.c.id == pk).values(snapshot_profile=profile))
-
-    def patients_to_snapshot(self, profile: str, limit: int) -> list[PatientKey]:
-        rows = self.conn.execute(
-            select(patient.c.patient_id, patient.c.authority)
-            .where(or_(patient.c.snapshot_profile.is_(None), patient.c.snapshot_profile != profile))
-            .order_by(patient.c.id)
-            .limit(limit)
-        )
-        return [PatientKey(r.patient_id, r.authority) for r in rows]
-
-    def delete_event(self, pk: int, key: str) -> None:
-        self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == key))
-
-    def prune_events(self, pk: int, keep: int) -> None:
-        """Keep only the ``keep`` most recently recorded events of a patient."""
-        newest = select(patient_event.c.id).where(patient_event.c.patient_pk == pk).order_by(patient_event.c.id.desc()).limit(keep)
-        self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.id.not_in(newest.scalar_subquery())))
-
     def due_patients(self, before: date, limit: int = 10_000) -> list[PatientKey]:
         rows = self.conn.execute(
             select(patient.c.patient_id, patient.c.authority)
@@ -358,16 +295,6 @@ class Repository(AccessRecords, ConsoleQueries):
             outbox.c.patient_pk == pk, outbox.c.withdrawn.is_(False), outbox.c.kind.not_in(["alert.superseded", "data.quality"])
         )
         return [(r.alert_id, codec.load_alert(r.alert), r.sort_key) for r in self.conn.execute(q)]
-
-    def known_alerts(self, alert_ids: Sequence[str]) -> set[str]:
-        """Which of these ids the outbox already holds, withdrawn or not (one cause, one alert)."""
-        if not alert_ids:
-            return set()
-        return set(self.conn.execute(select(outbox.c.alert_id).where(outbox.c.alert_id.in_(list(alert_ids)))).scalars())
-
-    def set_alert_sort_keys(self, rows: Sequence[tuple[str, str]]) -> None:
-        for aid, sort_key in rows:
-            self._raw("set_alert_sort_key", {"alert_id": aid, "sort_key": sort_key})
 
     def add_alerts(self, entries: Sequence[OutboxEntry]) -> None:
         for e in entries:  # write-behind keeps their order: outbox ids still follow creation
