@@ -28,7 +28,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -79,17 +79,17 @@ async def one_pattern(d: object, pattern: str, args: argparse.Namespace, first: 
     rows = []
     try:
         for block in range(0, args.history, args.step):
-            async def patient_block(p: int) -> None:
+            async def patient_block(p: int, block: int) -> None:
                 for i in range(block, min(block + args.step, args.history)):
                     cid = f"H{tag}{p:03d}-{i:05d}"
                     # filler order number: a fixed-width accession that grows with arrival
                     await feeds[p].send(cid, cbc_oru(cid, f"HP{p:06d}", times[i], pick_anc(rnd, 0.02), 10_000_000 + p * 100_000 + i))
 
             cpu0, t0 = d.cpu(), time.perf_counter()  # type: ignore[attr-defined]
-            await asyncio.gather(*(patient_block(p) for p in range(args.patients)))
+            await asyncio.gather(*(patient_block(p, block) for p in range(args.patients)))
             seconds, cpu = time.perf_counter() - t0, d.cpu() - cpu0  # type: ignore[attr-defined]
             n = args.patients * min(args.step, args.history - block)
-            rows.append({"from": block, "to": block + args.step, "msgs_per_s": n / seconds, "cpu_us": cpu / n * 1e6, "errors": sum(f.errors for f in feeds)})
+            rows.append({"from": block, "to": block + args.step, "msgs_per_s": n / seconds, "cpu_us": cpu / n * 1e6, "errors": sum(f.errors for f in feeds), "rss_mb": d.rss()})  # type: ignore[attr-defined]
     finally:
         for f in feeds:
             f.writer.close()
@@ -105,16 +105,14 @@ def main() -> None:
     ap.add_argument("--patterns", default=",".join(PATTERNS))
     args = ap.parse_args()
     patterns = [p.strip() for p in args.patterns.split(",")]
-    first = (datetime.now(timezone.utc) - timedelta(hours=args.spacing_hours * (args.history + 2))).replace(minute=0, second=0, microsecond=0)
+    first = (datetime.now(UTC) - timedelta(hours=args.spacing_hours * (args.history + 2))).replace(minute=0, second=0, microsecond=0)
     results: dict[str, list[dict[str, float]]] = {}
-    rss: dict[str, float] = {}
     for pattern in patterns:
         with tempfile.TemporaryDirectory(prefix="rems-history-") as t:
             d = run.Daemon(f"history {pattern}", f"sqlite:///{t}/h.db", None, Path(t))
             try:
                 d.enroll(args.patients, therapy_start=first.date().isoformat(), prefix="HP")
                 results[pattern] = asyncio.run(one_pattern(d, pattern, args, first))
-                rss[pattern] = d.rss()
             finally:
                 d.stop()
     print(f"\n{args.patients} patients, one connection each, {args.history} results each in blocks of {args.step}; SQLite FULL, no broker\n")
@@ -127,12 +125,14 @@ def main() -> None:
     print()
     for p in patterns:
         first_row, last_row = results[p][0], results[p][-1]
+        tenth = results[p][max(0, len(results[p]) // 10 - 1)]
         print(f"{p}: msg/s at {last_row['from']}–{last_row['to']} is {last_row['msgs_per_s'] / first_row['msgs_per_s']:.2f}× that at 0–{first_row['to']}; "
-              f"CPU per message {last_row['cpu_us'] / first_row['cpu_us']:.2f}×; errors {last_row['errors']}; daemon RSS {rss[p]:.0f} MB")
+              f"CPU per message {last_row['cpu_us'] / first_row['cpu_us']:.2f}×; errors {last_row['errors']}; "
+              f"daemon RSS {last_row['rss_mb']:.0f} MB after {last_row['to']} results each, {tenth['rss_mb']:.0f} MB after {tenth['to']} ({last_row['rss_mb'] / tenth['rss_mb']:.2f}×)")
     if "in order" in results and "late" in results:
         ratios = [results["late"][i]["msgs_per_s"] / results["in order"][i]["msgs_per_s"] for i in range(len(results["late"]))]
         print(f"late / in order at the same history: {min(ratios):.2f}× (lowest block) to {max(ratios):.2f}×; last block {ratios[-1]:.2f}×")
-    print(json.dumps({"results": results, "rss_mb": rss}))
+    print(json.dumps({"results": results}))
 
 
 if __name__ == "__main__":

@@ -33,3 +33,16 @@ def test_bench_run_prints_our_figures_beside_the_peers_with_cpu_per_message(tmp_
     assert [r[0].split(" ")[0] for r in body] == ["python-hl7", "rems-ingest"]
     for r in body:
         assert r[header.index("errors")] == "0" and float(r[header.index("msg/s")]) > 0 and int(r[-1]) > 0
+
+
+def test_the_history_benchmark_prints_each_arrival_pattern_by_history_length() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "history.py"), "--patients", "2", "--history", "20", "--step", "10"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    assert set(result) == {"in order", "late", "same time"}
+    for rows in result.values():
+        assert [(r["from"], r["to"]) for r in rows] == [(0, 10), (10, 20)]
+        assert all(r["errors"] == 0 and r["msgs_per_s"] > 0 and r["cpu_us"] > 0 for r in rows)
+    assert "| 10–20 |" in out.stdout

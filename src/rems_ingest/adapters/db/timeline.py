@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from rems_ingest.adapters.db import codec
@@ -18,6 +18,7 @@ TIMELINE_SQL = {
     "snapshot_before": "SELECT sort_key, state_after FROM patient_event WHERE patient_pk = :pk AND sort_key < :at ORDER BY sort_key DESC LIMIT 1",
     "events_from": "SELECT body, state_after FROM patient_event WHERE patient_pk = :pk AND sort_key >= :at ORDER BY sort_key",
     "event_body": "SELECT body FROM patient_event WHERE patient_pk = :pk AND event_key = :key",
+    "replace_event": "UPDATE patient_event SET body = :body, recorded_at = :recorded_at, sort_key = :sort_key, state_after = :state_after WHERE patient_pk = :pk AND event_key = :key",
     "set_snapshot": "UPDATE patient_event SET sort_key = :sort_key, state_after = :state_after WHERE patient_pk = :pk AND event_key = :key",
     "alerts_from": (
         "SELECT alert_id, alert, sort_key FROM outbox WHERE patient_pk = :pk AND sort_key >= :at AND withdrawn = :no "
@@ -52,9 +53,10 @@ class TimelineQueries:
         return bool(self._raw("add_event", values).rowcount)
 
     def put_event(self, pk: int, event: Event, now: str, sort_key: str | None = None, state_after: PatientState | None = None) -> None:
-        snapshot = codec.dump_state(state_after) if state_after is not None else None
-        self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.event_key == event.key))
-        self.conn.execute(insert(patient_event).values(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now, sort_key=sort_key, state_after=snapshot))
+        """Store ``event`` in place of the one with its key (a correction), or as a new one."""
+        values = dict(pk=pk, key=event.key, body=codec.dump_event(event), recorded_at=now, sort_key=sort_key, state_after=self._dump(state_after) if state_after is not None else None)
+        if not self._raw("replace_event", values).rowcount:
+            self._raw("add_event", dict(patient_pk=pk, event_key=event.key, body=values["body"], recorded_at=now, sort_key=sort_key, state_after=values["state_after"]))
 
     def snapshot_before(self, pk: int, at: str) -> tuple[str, PatientState | None] | None:
         """(sort key, folded state after it) of the patient's last event before ``at``; None
