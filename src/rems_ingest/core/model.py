@@ -372,10 +372,12 @@ class Alert:
         return (self.kind.value, self.cause)
 
 
-def alert_id(patient: PatientKey, kind: str, cause: str) -> str:
-    """Deterministic id: the same cause always yields the same id (consumer dedupe)."""
-    raw = f"{patient.id}\x1f{patient.authority}\x1f{kind}\x1f{cause}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
+def alert_id(patient: PatientKey, kind: str, cause: str, generation: int = 1) -> str:
+    """Deterministic id: the same cause always yields the same id (consumer dedupe). An alert
+    withdrawn and later justified again is raised anew as the next ``generation``: consumers
+    dropped the old id when they were told it was superseded."""
+    raw = f"{patient.id}\x1f{patient.authority}\x1f{kind}\x1f{cause}" + (f"\x1f{generation}" if generation > 1 else "")
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

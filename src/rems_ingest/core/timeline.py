@@ -41,6 +41,20 @@ class Timeline:
     def active(self) -> list[tuple[str, Alert]]:
         return [(i, a) for i, (a, gone) in self.outbox.items() if not gone and a.kind not in _NOT_DIFFED]
 
+    def new_id(self, alert: Alert) -> str | None:
+        """The id ``alert`` is raised under, or None while an alert for the same cause is
+        active. One that was withdrawn is raised again under the next generation's id (a
+        correction back to a severe count pages again)."""
+        generation = 1
+        while True:
+            aid = alert_id(self.patient, alert.kind.value, alert.cause, generation)
+            held = self.outbox.get(aid)
+            if held is None:
+                return aid
+            if not held[1]:
+                return None
+            generation += 1
+
     def apply(self, event: Event, *, strict: bool = True) -> Applied:
         """Raises EventNotAllowed for a prescriber event the state refuses (``strict``)."""
         removal = isinstance(event, AncResult) and event.status in (ResultStatus.DELETED, ResultStatus.WRONG)
@@ -63,7 +77,7 @@ class Timeline:
             withdrawn, raised = rules.diff_alerts([a for _, a in active], folded.alerts)
             # one cause, one alert: an alert the outbox already holds (even withdrawn) is not new,
             # and must not stand in for the pharmacy notice below
-            raised = [a for a in raised if alert_id(self.patient, a.kind.value, a.cause) not in self.outbox]
+            raised = [a for a in raised if self.new_id(a) is not None]
             ids = {a.identity: i for i, a in active}
             for w in withdrawn:
                 self.outbox[ids[w.identity]] = (w, True)
@@ -74,8 +88,8 @@ class Timeline:
         new_state = evolve(new_state, version=before.version + 1)
         fresh = []
         for a in raised:
-            aid = alert_id(self.patient, a.kind.value, a.cause)
-            if aid not in self.outbox:  # the outbox's unique alert id: one cause, one alert
+            aid = self.new_id(a)
+            if aid is not None:  # one cause, one alert at a time
                 self.outbox[aid] = (a, False)
                 fresh.append(a)
         self.state = new_state

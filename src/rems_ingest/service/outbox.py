@@ -88,9 +88,19 @@ class OutboxEntry:
 
 
 def outbox_entry(
-    patient: PatientKey, pk: int | None, alert: Alert, state: PatientState | None, version: int, cause: dict[str, str], policy: RulesPolicy, now: datetime, sort_key: str | None = None
+    patient: PatientKey,
+    pk: int | None,
+    alert: Alert,
+    state: PatientState | None,
+    version: int,
+    cause: dict[str, str],
+    policy: RulesPolicy,
+    now: datetime,
+    sort_key: str | None = None,
+    aid: str | None = None,
 ) -> OutboxEntry:
-    aid = alert_id(patient, alert.kind.value, alert.cause)
+    """``aid``: the id to raise it under (a later generation's, for an alert raised again)."""
+    aid = aid or alert_id(patient, alert.kind.value, alert.cause)
     body = alert_payload(alert_id=aid, patient=patient, alert=alert, state=state, state_version=version, cause=cause, rules_profile=policy.label, created_at=now)
     metrics.count(metrics.ALERTS, alert.kind.value)
     return OutboxEntry(aid, pk, alert, f"alert.{alert.kind.value}", encode(body), version, now.isoformat(), sort_key)

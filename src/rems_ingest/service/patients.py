@@ -7,6 +7,7 @@ history and withdraws alerts no longer justified with ``alert.superseded``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -85,7 +86,7 @@ def apply_event(
         trusted = None
     if new_state.version != version:
         new_state = evolve(new_state, version=version)
-    rows = [outbox_entry(key, row.pk, a, new_state, version, cause, policy, now, sk) for a, sk in outcome.alerts]
+    rows = [outbox_entry(key, row.pk, a, new_state, version, cause, policy, now, sk, aid) for a, sk, aid in outcome.alerts]
     repo.add_alerts(rows)
     repo.save_patient(row.pk, new_state, version, outcome.last_sort_key, stamp, snapshot_profile=trusted, **(extra or {}))
     alert_ids = [r.alert_id for r in rows]
@@ -109,7 +110,7 @@ def apply_event(
 @dataclass
 class _Outcome:
     state: PatientState
-    alerts: list[tuple[Alert, str]]  # each with the timeline position of the decision that raised it
+    alerts: list[tuple[Alert, str, str]]  # each with the timeline position of the decision that raised it, and its id
     explanation: str
     action: str
     frequency: str
@@ -128,7 +129,7 @@ def _append(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Eve
     state = evolve(d.state, version=version)  # the same object is saved on the patient row
     if not repo.add_event(row.pk, event, stamp, skey, state):
         return None
-    return _Outcome(state, [(a, skey) for a in d.alerts], d.explanation, d.action, d.frequency.value, skey)
+    return _Outcome(state, [(a, skey, aid) for a, aid in new_ids(repo, row.key, d.alerts)], d.explanation, d.action, d.frequency.value, skey)
 
 
 def _refold(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Event, skey: str, stamp: str, strict: bool, removal: bool) -> _Outcome | Applied:
@@ -158,24 +159,49 @@ def _refold(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Eve
     return _Outcome(new_state, new_alerts, "history re-folded", new_state.action, new_state.frequency.value, last, window.since is None)
 
 
-def _diff_alerts(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Event, skey: str, keys: list[str], folded: rules.Folded, window: _Window) -> list[tuple[Alert, str]]:
-    """Withdraw the alerts from the re-fold point on that the new fold no longer raises; the
-    alerts it raises that the outbox never held are new. Only that part of the outbox is read."""
-    raised: dict[str, tuple[Alert, str]] = {}  # first decision raising each alert
+def _diff_alerts(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Event, skey: str, keys: list[str], folded: rules.Folded, window: _Window) -> list[tuple[Alert, str, str]]:
+    """Withdraw the alerts from the re-fold point on that the new fold no longer raises; raise
+    those it raises that are not active (see ``new_ids``). Only that part of the outbox is read."""
+    raised: dict[tuple[str, str], tuple[Alert, str]] = {}  # by identity: the first decision raising it
     for k, d in zip(keys, folded.decisions):
         for a in d.alerts:
-            raised.setdefault(alert_id(row.key, a.kind.value, a.cause), (a, k))
+            raised.setdefault(a.identity, (a, k))
     before = repo.active_alerts(row.pk, since=window.since)
     withdrawn, _ = rules.diff_alerts([a for _, a, _ in before], [a for a, _ in raised.values()])
     ids = {a.identity: i for i, a, _ in before}
     repo.withdraw([ids[w.identity] for w in withdrawn])
     # kept alerts move with the decision that now raises them (a correction can move a draw)
-    repo.set_alert_sort_keys([(i, raised[i][1]) for i, _, sk in before if i in raised and raised[i][1] != sk])
-    known = repo.known_alerts(list(raised))  # one cause, one alert: only what is new is raised
-    new_alerts = [(a, k) for i, (a, k) in raised.items() if i not in known]
-    new_alerts += [(rules.withdrawal_notice(w, ids[w.identity], event.on), skey) for w in withdrawn]
-    new_alerts += [(a, skey) for a in rules.pharmacy_after_refold(policy, row.state, folded.state, [a for a, _ in new_alerts], event)]
-    return new_alerts
+    repo.set_alert_sort_keys([(i, raised[a.identity][1]) for i, a, sk in before if a.identity in raised and raised[a.identity][1] != sk])
+    kept = set(ids) - {w.identity for w in withdrawn}
+    new_alerts = [(a, raised[a.identity][1], aid) for a, aid in new_ids(repo, row.key, [a for a, _ in raised.values() if a.identity not in kept])]
+    notices = [rules.withdrawal_notice(w, ids[w.identity], event.on) for w in withdrawn]
+    notices += rules.pharmacy_after_refold(policy, row.state, folded.state, [a for a, _, _ in new_alerts] + notices, event)
+    return new_alerts + [(a, skey, aid) for a, aid in new_ids(repo, row.key, notices)]
+
+
+def new_ids(repo: Repositories, key: PatientKey, alerts: Sequence[Alert]) -> list[tuple[Alert, str]]:
+    """The alerts to raise, each with its id: one cause, one alert at a time. An alert still
+    active for the same cause is not raised again (a final result after its preliminary); one
+    withdrawn (superseded) is raised again under the next generation's id, because consumers
+    dropped the old one (a count corrected up, then back down to severe, must page again)."""
+    pending = {a.identity: a for a in alerts}
+    out: dict[tuple[str, str], str] = {}
+    generation = 1
+    while pending:
+        ids = {alert_id(key, a.kind.value, a.cause, generation): ident for ident, a in pending.items()}
+        states = repo.alert_states(list(ids))
+        for aid, ident in ids.items():
+            if aid not in states:
+                out[ident] = aid
+            if states.get(aid) is not True:  # new, or active (nothing to raise)
+                del pending[ident]
+        generation += 1
+    result = []
+    for a in alerts:
+        aid = out.pop(a.identity, "")
+        if aid:
+            result.append((a, aid))
+    return result
 
 
 @dataclass

@@ -18,7 +18,7 @@ from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.access import AccessRecords
 from rems_ingest.adapters.db.console_queries import ConsoleQueries
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient
-from rems_ingest.adapters.db.timeline import TIMELINE_SQL, TimelineQueries
+from rems_ingest.adapters.db.timeline import TIMELINE_PG_SQL, TIMELINE_SQL, TimelineQueries
 from rems_ingest.core.model import Alert, PatientKey, PatientState
 from rems_ingest.service.outbox import OutboxEntry
 from rems_ingest.service.ports import OutboxRow, PatientRow
@@ -62,6 +62,7 @@ _SQL = {
 }
 _SQL.update(TIMELINE_SQL)
 _PG_SQL = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQL.items()}
+_PG_SQL.update(TIMELINE_PG_SQL)
 _PG_SQL["patient_lock"] = _PG_SQL["patient"] + " FOR UPDATE"  # per-patient serialization across daemons
 _PG_SQL["lock_patients"] = (  # one statement text whatever the number of patients (prepared once)
     "SELECT p.patient_id, p.authority FROM patient p "
@@ -285,10 +286,16 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
 
     # ------------------------------------------------------------ outbox
 
+    def _flush(self) -> None:
+        """Send the rows written behind, before a raw statement reads or updates the outbox."""
+        if self._defer:
+            flush_deferred(self.conn)
+
     def active_alerts(self, pk: int, since: str | None = None) -> list[tuple[str, Alert, str | None]]:
         """(id, alert, sort key) of the patient's alerts a re-fold may withdraw: all of them, or
         (``since``) only those raised at or after that point of the timeline (an index range)."""
         if since is not None:
+            self._flush()
             rows = self._raw("alerts_from", {"pk": pk, "at": since, "no": False}).fetchall()
             return [(aid, codec.load_alert(body), sk) for aid, body, sk in rows]
         q = select(outbox.c.alert_id, outbox.c.alert, outbox.c.sort_key).where(

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from rems_ingest.adapters.db import codec
-from rems_ingest.adapters.db.schema import outbox, patient, patient_event
+from rems_ingest.adapters.db.schema import patient, patient_event
 from rems_ingest.core.model import Event, PatientKey, PatientState
 
 TIMELINE_SQL = {
@@ -24,18 +25,27 @@ TIMELINE_SQL = {
         "SELECT alert_id, alert, sort_key FROM outbox WHERE patient_pk = :pk AND sort_key >= :at AND withdrawn = :no "
         "AND kind NOT IN ('alert.superseded', 'data.quality')"
     ),
+    # SQLite reads the id list as JSON; PostgreSQL takes an array (TIMELINE_PG_SQL)
+    "alert_states": "SELECT alert_id, withdrawn FROM outbox WHERE alert_id IN (SELECT value FROM json_each(:ids))",
     "set_alert_sort_key": "UPDATE outbox SET sort_key = :sort_key WHERE alert_id = :alert_id",
 }
 
 
+TIMELINE_PG_SQL = {"alert_states": "SELECT alert_id, withdrawn FROM outbox WHERE alert_id = ANY(%(ids)s)"}
+
+
 class TimelineQueries:
     conn: Connection
+    pg: bool
 
     # the Repository's own (hot statements on the driver cursor; one JSON dump per state)
     def _raw(self, name: str, params: dict[str, Any]) -> Any:
         raise NotImplementedError
 
     def _dump(self, state: PatientState) -> str:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
         raise NotImplementedError
 
     def event(self, pk: int, key: str) -> Event | None:
@@ -94,13 +104,16 @@ class TimelineQueries:
         newest = select(patient_event.c.id).where(patient_event.c.patient_pk == pk).order_by(patient_event.c.id.desc()).limit(keep)
         self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.id.not_in(newest.scalar_subquery())))
 
-    def known_alerts(self, alert_ids: Sequence[str]) -> set[str]:
-        """Which of these ids the outbox already holds, withdrawn or not (one cause, one alert)."""
+    def alert_states(self, alert_ids: Sequence[str]) -> dict[str, bool]:
+        """Which of these ids the outbox holds, each with whether it was withdrawn."""
         if not alert_ids:
-            return set()
-        return set(self.conn.execute(select(outbox.c.alert_id).where(outbox.c.alert_id.in_(list(alert_ids)))).scalars())
+            return {}
+        self._flush()  # alerts this transaction wrote behind must be seen
+        ids: Any = list(alert_ids) if self.pg else orjson.dumps(list(alert_ids)).decode()
+        return {aid: bool(gone) for aid, gone in self._raw("alert_states", {"ids": ids}).fetchall()}
 
     def set_alert_sort_keys(self, rows: Sequence[tuple[str, str]]) -> None:
+        self._flush()
         for aid, sort_key in rows:
             self._raw("set_alert_sort_key", {"alert_id": aid, "sort_key": sort_key})
 
