@@ -17,6 +17,7 @@ Prints msg/s and the daemon's CPU per message for each block, then the ratios th
 targets are stated in, and the daemon's RSS.
 
     .venv/bin/python bench/history.py [--patients 16] [--history 2000] [--step 100]
+    .venv/bin/python bench/history.py --patients 1000 --connections 16 --history 2000 --step 200 --patterns late   # memory
 """
 
 from __future__ import annotations
@@ -73,23 +74,27 @@ class Feed:
 async def one_pattern(d: object, pattern: str, args: argparse.Namespace, first: datetime) -> list[dict[str, float]]:
     rnd = random.Random(7)
     spacing = timedelta(hours=args.spacing_hours)
-    feeds = [Feed(*await asyncio.open_connection("127.0.0.1", d.mllp)) for _ in range(args.patients)]  # type: ignore[attr-defined]
+    connections = min(args.patients, args.connections or args.patients)
+    feeds = [Feed(*await asyncio.open_connection("127.0.0.1", d.mllp)) for _ in range(connections)]  # type: ignore[attr-defined]
     times = draw_times(pattern, args.history, first, spacing)
     tag = pattern.replace(" ", "")[:4].upper()
     rows = []
     try:
         for block in range(0, args.history, args.step):
-            async def patient_block(p: int, block: int) -> None:
+            async def connection_block(c: int, block: int) -> None:
                 for i in range(block, min(block + args.step, args.history)):
-                    cid = f"H{tag}{p:03d}-{i:05d}"
-                    # filler order number: a fixed-width accession that grows with arrival
-                    await feeds[p].send(cid, cbc_oru(cid, f"HP{p:06d}", times[i], pick_anc(rnd, 0.02), 10_000_000 + p * 100_000 + i))
+                    for p in range(c, args.patients, connections):  # its patients, interleaved
+                        cid = f"H{tag}{p:04d}-{i:05d}"
+                        # filler order number: a fixed-width accession that grows with arrival
+                        await feeds[c].send(cid, cbc_oru(cid, f"HP{p:06d}", times[i], pick_anc(rnd, 0.02), 100_000_000 + p * 10_000 + i))
 
             cpu0, t0 = d.cpu(), time.perf_counter()  # type: ignore[attr-defined]
-            await asyncio.gather(*(patient_block(p, block) for p in range(args.patients)))
+            await asyncio.gather(*(connection_block(c, block) for c in range(connections)))
             seconds, cpu = time.perf_counter() - t0, d.cpu() - cpu0  # type: ignore[attr-defined]
             n = args.patients * min(args.step, args.history - block)
             rows.append({"from": block, "to": block + args.step, "msgs_per_s": n / seconds, "cpu_us": cpu / n * 1e6, "errors": sum(f.errors for f in feeds), "rss_mb": d.rss()})  # type: ignore[attr-defined]
+            r = rows[-1]
+            print(f"{pattern} {r['from']}–{r['to']}: {r['msgs_per_s']:,.0f} msg/s, {r['cpu_us']:,.0f} µs/msg, RSS {r['rss_mb']:.0f} MB, errors {r['errors']}", file=sys.stderr, flush=True)
     finally:
         for f in feeds:
             f.writer.close()
@@ -103,6 +108,7 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=100, help="results per patient in one timed block")
     ap.add_argument("--spacing-hours", type=float, default=4.0, help="hours between draw times (all within a year: older results are refused as implausible)")
     ap.add_argument("--patterns", default=",".join(PATTERNS))
+    ap.add_argument("--connections", type=int, default=0, help="MLLP connections (default: one per patient); each sends for its share of the patients")
     args = ap.parse_args()
     patterns = [p.strip() for p in args.patterns.split(",")]
     first = (datetime.now(UTC) - timedelta(hours=args.spacing_hours * (args.history + 2))).replace(minute=0, second=0, microsecond=0)
@@ -115,7 +121,8 @@ def main() -> None:
                 results[pattern] = asyncio.run(one_pattern(d, pattern, args, first))
             finally:
                 d.stop()
-    print(f"\n{args.patients} patients, one connection each, {args.history} results each in blocks of {args.step}; SQLite FULL, no broker\n")
+    conns = f"{args.connections} connections" if args.connections and args.connections < args.patients else "one connection each"
+    print(f"\n{args.patients} patients, {conns}, {args.history} results each in blocks of {args.step}; SQLite FULL, no broker\n")
     print("| history | " + " | ".join(f"{p} msg/s | {p} CPU µs/msg" for p in patterns) + " |")
     print("|---|" + "---:|---:|" * len(patterns))
     for i in range(len(results[patterns[0]])):

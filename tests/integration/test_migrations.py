@@ -81,4 +81,4 @@ def test_daemons_starting_together_on_postgres_migrate_once(postgres_url: str) -
 def test_db_upgrade_command_reports_the_revision(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["db", "upgrade"], env={"REMS_STORE__URL": f"sqlite:///{tmp_path}/c.db"})
     assert 0 == r.exit_code, r.output
-    assert "schema at revision 0004" in r.output
+    assert "schema at revision 0005" in r.output
