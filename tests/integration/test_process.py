@@ -234,3 +234,47 @@ async def test_sighup_and_the_api_reload_the_rules_without_dropping_connections(
             assert "AA" == msa(await c.send(oru("HUP-3", "PH1", START + timedelta(days=2), "1.8", "HUP-3")))
     finally:
         d.stop()
+
+
+async def test_kill_9_among_late_results_leaves_every_snapshot_true(tmp_path: Path) -> None:
+    """Late results re-fold from the snapshot before their draw time; after a kill -9 mid-stream
+    and a restart, every stored event's snapshot is exactly what the stored history folds to at
+    that point, and each patient's state what it folds to in the end (issue #18)."""
+    from sqlalchemy import create_engine, select
+
+    from rems_ingest import profiles
+    from rems_ingest.adapters.db import codec
+    from rems_ingest.adapters.db.schema import patient, patient_event
+    from rems_ingest.core import rules
+    from rems_ingest.core.model import event_sort_key, evolve
+
+    db = tmp_path / "late.db"
+    d = DaemonProcess(tmp_path, env={"REMS_STORE__URL": f"sqlite:///{db}"}).start()
+    tag = uuid.uuid4().hex[:6]
+    try:
+        await enroll(d, 8, tag)
+        conns: list[list[tuple[str, bytes]]] = [[] for _ in range(4)]
+        for i in range(60):
+            day = i + (1 if i % 2 == 0 else -1)  # every other result drawn before the one sent just before it
+            for p in range(8):
+                cid = f"{tag}-{p}-{i}"
+                conns[p % 4].append((cid, oru(cid, f"P{tag}{p}", START + timedelta(days=7 + day), VALUES[(i + p) % len(VALUES)], f"{tag}{p:02d}{i:04d}")))
+        acks: dict[str, str] = {}
+        positions = await asyncio.gather(*(send_from(d.mllp_port, m, 0, acks) for m in conns), interrupt_after(d, acks, 200, signal.SIGKILL))
+        await asyncio.to_thread(d.wait, 30)
+        d.start()
+        await asyncio.gather(*(send_from(d.mllp_port, m, p, acks) for m, p in zip(conns, positions[:4])))
+        assert 480 == len(acks) and set(acks.values()) == {"AA"}
+    finally:
+        d.stop()
+    policy = profiles.load("us-label")
+    with create_engine(f"sqlite:///{db}").connect() as conn:
+        for pk, state, profile in conn.execute(select(patient.c.id, patient.c.state, patient.c.snapshot_profile).where(patient.c.enrolled.is_(True))):
+            rows = conn.execute(select(patient_event.c.body, patient_event.c.state_after, patient_event.c.sort_key).where(patient_event.c.patient_pk == pk)).all()
+            events = sorted(((codec.load_event(b), s, k) for b, s, k in rows), key=lambda r: event_sort_key(r[0]))
+            folded = rules.fold(policy, [e for e, _, _ in events])
+            assert profile == policy.label and len(events) == 62  # baseline, enrollment, 60 results
+            for (e, snapshot, _), decision in zip(events, folded.decisions):
+                assert evolve(codec.load_state(snapshot), version=0) == evolve(decision.state, version=0), e.key
+            assert [k for _, _, k in events] == sorted(k for _, _, k in events)
+            assert evolve(codec.load_state(state), version=0) == evolve(folded.state, version=0)
