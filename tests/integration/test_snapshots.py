@@ -136,6 +136,24 @@ def test_refolding_from_snapshots_ends_where_folding_from_scratch_ends(store: St
     assert _outbox(store, key) == {aid: gone for aid, (_, gone) in reference.outbox.items()}
 
 
+def _events_read(apply: Any) -> list[int]:
+    """How many events each timeline read inside ``apply()`` returned."""
+    read: list[int] = []
+    real = Repository.events_from
+
+    def counting(self: Repository, pk: int, at: str) -> list[Any]:
+        out = real(self, pk, at)
+        read.append(len(out))
+        return out
+
+    Repository.events_from = counting  # type: ignore[method-assign]
+    try:
+        apply()
+    finally:
+        Repository.events_from = real  # type: ignore[method-assign]
+    return read
+
+
 def test_a_late_result_reads_only_the_timeline_after_its_draw_time(store: Store) -> None:
     """200 results one a day, then one drawn the day before the last: the re-fold takes the
     snapshot before it and the events after it, not the history."""
@@ -146,20 +164,8 @@ def test_a_late_result_reads_only_the_timeline_after_its_draw_time(store: Store)
     for e in events:
         reference.apply(e)
         _apply_to_store(store, key, e)
-    read: list[int] = []
-    real = Repository.events_from
-
-    def counting(self: Repository, pk: int, at: str) -> list[Any]:
-        out = real(self, pk, at)
-        read.append(len(out))
-        return out
-
     late = AncResult("LATE", Decimal(900), _at(START + timedelta(days=198), hour=20))
-    Repository.events_from = counting  # type: ignore[method-assign]
-    try:
-        _apply_to_store(store, key, late)
-    finally:
-        Repository.events_from = real  # type: ignore[method-assign]
+    read = _events_read(lambda: _apply_to_store(store, key, late))
     reference.apply(late)
     assert read == [1]  # the one result drawn after it
     assert _state(store, key).state == reference.state
@@ -178,13 +184,7 @@ def test_a_patient_stored_before_snapshots_is_refolded_from_the_beginning_once(s
         reference.apply(e)
         _apply_to_store(store, key, e)
 
-    def forget(conn: Any) -> None:
-        pk = conn.execute(select(patient.c.id).where(patient.c.patient_id == key.id)).scalar_one()
-        conn.execute(update(patient_event).where(patient_event.c.patient_pk == pk).values(sort_key=None, state_after=None))
-        conn.execute(update(outbox).where(outbox.c.patient_pk == pk).values(sort_key=None))
-        conn.execute(update(patient).where(patient.c.id == pk).values(snapshot_profile=None))
-
-    store.write_sync(forget)
+    _forget_snapshots(store, key)
     for late in (AncResult("LATE1", Decimal(700), _at(START + timedelta(days=22))), AncResult("LATE2", Decimal(2100), _at(START + timedelta(days=60)))):
         reference.apply(late)
         _apply_to_store(store, key, late)
@@ -254,20 +254,8 @@ def test_the_upgrade_snapshots_old_patients_once_and_changes_nothing_clinical(tm
         assert _state(s, key).snapshot_profile == POLICY.label
         again = CliRunner().invoke(cli, ["db", "upgrade"], env={"REMS_STORE__URL": url})
         assert "snapshots" not in again.output  # once
-        read: list[int] = []
-        real = Repository.events_from
-
-        def counting(self: Repository, pk: int, at: str) -> list[Any]:
-            out = real(self, pk, at)
-            read.append(len(out))
-            return out
-
         late = AncResult("LATE", Decimal(700), _at(START + timedelta(days=7 * 28 + 2)))
-        Repository.events_from = counting  # type: ignore[method-assign]
-        try:
-            _apply_to_store(s, key, late)
-        finally:
-            Repository.events_from = real  # type: ignore[method-assign]
+        read = _events_read(lambda: _apply_to_store(s, key, late))
         reference.apply(late)
         assert read == [1]
         assert _state(s, key).state == reference.state
