@@ -130,7 +130,6 @@ class Daemon:
         s = self.settings
         await asyncio.to_thread(self.store.migrate)
         self.store.start()
-        await self.services.snapshots.backfill()  # once after the upgrade to 0005 (issue #18)
         await self.server.start()
         authenticator = build_authenticator(s, self.services.tokens)
         app = build_app(self.clinic, self.readiness, self.policy.reload, authenticator=authenticator, trail=self.services.trail, openapi=openapi_document())
@@ -152,6 +151,7 @@ class Daemon:
         self.supervisor.spawn("relay", lambda: self.relay.run(self.stop))
         self.supervisor.spawn("outbox_gauges", lambda: self.relay.watch_backlog(self.stop, on_progress=self.supervisor.beater("outbox_gauges")))
         self.supervisor.spawn("overdue_sweeper", self._sweeper)
+        self.supervisor.spawn("timeline_snapshots", self._snapshots)
         self.started.set()
         log.info("daemon_started", mllp_port=self.server.bound_port, http_port=self.http_port, store=self.store.dialect, broker="configured" if self.relay.url else "none (alerts held in outbox)", rules_profile=self.policy().label)
 
@@ -171,6 +171,14 @@ class Daemon:
             await self.clinic.sweep_overdue()
             self._sweep_retry = False
             self.supervisor.beat("overdue_sweeper")
+
+    async def _snapshots(self) -> None:
+        """Once after an upgrade to schema 0005 (or a change of rules profile): snapshot the
+        patients stored without them, a few per transaction beside live ingest. Nothing waits
+        for it: a patient not done yet is re-folded from the beginning at its next late result."""
+        await self.services.snapshots.backfill(batch=10)
+        self.supervisor.beat("timeline_snapshots")
+        await self.stop.wait()
 
     async def shutdown(self) -> None:
         grace = self.settings.shutdown_grace_seconds

@@ -62,13 +62,13 @@ class SnapshotService:
         done: set[PatientKey] = set()
         policy = self.policy()
 
-        def tx(repo: Repositories) -> list[str]:
+        def tx(repo: Repositories) -> tuple[list[PatientKey], list[str]]:
             keys = [k for k in repo.patients_to_snapshot(policy.label, batch + len(done)) if k not in done][:batch]
-            done.update(keys)
-            return [snapshot_patient(repo, policy, k) for k in keys]
+            return keys, [snapshot_patient(repo, policy, k) for k in keys]
 
         while True:
-            outcomes = await self.store.write(tx)
+            keys, outcomes = await self.store.write(tx)
+            done.update(keys)  # after the commit: a transaction retried alone redoes its patients
             if not outcomes:
                 break
             for o in outcomes:
