@@ -126,14 +126,47 @@ def _feed(store: Store, population: str, ops: list[tuple[Any, ...]]) -> tuple[Ti
     return reference, key
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
-@given(population=st.sampled_from(["general", "general", "ben"]), ops=st.lists(OPS, max_size=24))
-def test_refolding_from_snapshots_ends_where_folding_from_scratch_ends(store: Store, population: str, ops: list[tuple[Any, ...]]) -> None:
+def _same_as_from_scratch(store: Store, population: str, ops: list[tuple[Any, ...]]) -> None:
     reference, key = _feed(store, population, ops)
     row = _state(store, key)
     assert row.state == reference.state
     assert row.version == reference.state.version
     assert _outbox(store, key) == {aid: gone for aid, (_, gone) in reference.outbox.items()}
+
+
+HISTORIES = dict(population=st.sampled_from(["general", "general", "ben"]), ops=st.lists(OPS, max_size=24))
+LENIENT = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=LENIENT)
+@given(**HISTORIES)
+def test_refolding_from_snapshots_ends_where_folding_from_scratch_ends(store: Store, population: str, ops: list[tuple[Any, ...]]) -> None:
+    _same_as_from_scratch(store, population, ops)
+
+
+@pytest.fixture(scope="module")
+def pg_store(postgres_admin_url: str) -> Iterator[Store]:
+    import uuid
+
+    from tests.conftest import _pg_connect
+
+    name = f"rems_snap_{uuid.uuid4().hex[:10]}"
+    with _pg_connect(postgres_admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    s = Store(f"{postgres_admin_url.rsplit('/', 1)[0]}/{name}")
+    s.migrate()
+    yield s
+    s.close()
+    with _pg_connect(postgres_admin_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+@settings(max_examples=max(EXAMPLES // 5, 20), deadline=None, suppress_health_check=LENIENT)
+@given(**HISTORIES)
+def test_on_postgresql_too(pg_store: Store, population: str, ops: list[tuple[Any, ...]]) -> None:
+    """The same on PostgreSQL: its timeline ranges compare sort keys in the "C" collation."""
+    _same_as_from_scratch(pg_store, population, ops)
 
 
 def _events_read(apply: Any) -> list[int]:
