@@ -105,8 +105,16 @@ def enable_deferred_writes(engine: Engine) -> None:
     _DEFERRING.add(engine)
 
 
-def flush_deferred(conn: Connection) -> None:
+def flush_deferred(conn: Connection, only: str | None = None) -> None:
+    """Send the rows written behind (``only``: just that statement's rows, the rest stay behind)."""
     pending: dict[str, list[dict[str, Any]]] | None = conn.info.pop(_DEFERRED, None)
+    if only is not None and pending:
+        if only not in pending:
+            conn.info[_DEFERRED] = pending
+            return
+        rest, pending = pending, {only: pending.pop(only)}
+        if rest:
+            conn.info[_DEFERRED] = rest
     if not pending:
         return
     sql = _PG_SQL if conn.dialect.name == "postgresql" else _SQL
@@ -287,9 +295,9 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
     # ------------------------------------------------------------ outbox
 
     def _flush(self) -> None:
-        """Send the rows written behind, before a raw statement reads or updates the outbox."""
+        """Send the outbox rows written behind, before a raw statement reads or updates the outbox."""
         if self._defer:
-            flush_deferred(self.conn)
+            flush_deferred(self.conn, only="add_alert")
 
     def active_alerts(self, pk: int, since: str | None = None) -> list[tuple[str, Alert, str | None]]:
         """(id, alert, sort key) of the patient's alerts a re-fold may withdraw: all of them, or
