@@ -119,7 +119,9 @@ outbox = Table(
     Column("sort_key", SORT_KEY, nullable=True),
 )
 Index("ix_outbox_pending", outbox.c.published_at, outbox.c.id)
-Index("ix_outbox_timeline", outbox.c.patient_pk, outbox.c.sort_key)
+# active alerts by place: withdrawn rows (a re-fold's churn piles them up at one place, e.g. an
+# overdue tick dated today) must not lie inside the range a re-fold reads
+Index("ix_outbox_timeline", outbox.c.patient_pk, outbox.c.withdrawn, outbox.c.sort_key)
 
 audit = Table(
     "audit",

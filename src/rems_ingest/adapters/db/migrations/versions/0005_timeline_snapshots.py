@@ -51,7 +51,7 @@ def upgrade() -> None:
         with op.batch_alter_table('outbox') as batch:
             batch.add_column(sa.Column('sort_key', SORT_KEY, nullable=True))
     if 'ix_outbox_timeline' not in _indexes('outbox'):
-        op.create_index('ix_outbox_timeline', 'outbox', ['patient_pk', 'sort_key'])
+        op.create_index('ix_outbox_timeline', 'outbox', ['patient_pk', 'withdrawn', 'sort_key'])
 
 
 def downgrade() -> None:
