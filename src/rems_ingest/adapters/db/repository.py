@@ -19,7 +19,7 @@ from rems_ingest.adapters.db.access import AccessRecords
 from rems_ingest.adapters.db.console_queries import ConsoleQueries
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient
 from rems_ingest.adapters.db.timeline import TIMELINE_PG_SQL, TIMELINE_SQL, TimelineQueries
-from rems_ingest.core.model import Alert, PatientKey, PatientState
+from rems_ingest.core.model import PatientKey, PatientState
 from rems_ingest.service.outbox import OutboxEntry
 from rems_ingest.service.ports import OutboxRow, PatientRow
 
@@ -298,18 +298,6 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
         """Send the outbox rows written behind, before a raw statement reads or updates the outbox."""
         if self._defer:
             flush_deferred(self.conn, only="add_alert")
-
-    def active_alerts(self, pk: int, since: str | None = None) -> list[tuple[str, Alert, str | None]]:
-        """(id, alert, sort key) of the patient's alerts a re-fold may withdraw: all of them, or
-        (``since``) only those raised at or after that point of the timeline (an index range)."""
-        if since is not None:
-            self._flush()
-            rows = self._raw("alerts_from", {"pk": pk, "at": since, "no": False}).fetchall()
-            return [(aid, codec.load_alert(body), sk) for aid, body, sk in rows]
-        q = select(outbox.c.alert_id, outbox.c.alert, outbox.c.sort_key).where(
-            outbox.c.patient_pk == pk, outbox.c.withdrawn.is_(False), outbox.c.kind.not_in(["alert.superseded", "data.quality"])
-        )
-        return [(r.alert_id, codec.load_alert(r.alert), r.sort_key) for r in self.conn.execute(q)]
 
     def add_alerts(self, entries: Sequence[OutboxEntry]) -> None:
         for e in entries:  # write-behind keeps their order: outbox ids still follow creation

@@ -12,8 +12,8 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from rems_ingest.adapters.db import codec
-from rems_ingest.adapters.db.schema import patient, patient_event
-from rems_ingest.core.model import Event, PatientKey, PatientState
+from rems_ingest.adapters.db.schema import outbox, patient, patient_event
+from rems_ingest.core.model import Alert, Event, PatientKey, PatientState
 
 TIMELINE_SQL = {
     "snapshot_before": "SELECT sort_key, state_after FROM patient_event WHERE patient_pk = :pk AND sort_key < :at ORDER BY sort_key DESC LIMIT 1",
@@ -103,6 +103,18 @@ class TimelineQueries:
         """Keep only the ``keep`` most recently recorded events of a patient."""
         newest = select(patient_event.c.id).where(patient_event.c.patient_pk == pk).order_by(patient_event.c.id.desc()).limit(keep)
         self.conn.execute(delete(patient_event).where(patient_event.c.patient_pk == pk, patient_event.c.id.not_in(newest.scalar_subquery())))
+
+    def active_alerts(self, pk: int, since: str | None = None) -> list[tuple[str, Alert, str | None]]:
+        """(id, alert, sort key) of the patient's alerts a re-fold may withdraw: all of them, or
+        (``since``) only those raised at or after that point of the timeline (an index range)."""
+        if since is not None:
+            self._flush()
+            rows = self._raw("alerts_from", {"pk": pk, "at": since, "no": False}).fetchall()
+            return [(aid, codec.load_alert(body), sk) for aid, body, sk in rows]
+        q = select(outbox.c.alert_id, outbox.c.alert, outbox.c.sort_key).where(
+            outbox.c.patient_pk == pk, outbox.c.withdrawn.is_(False), outbox.c.kind.not_in(["alert.superseded", "data.quality"])
+        )
+        return [(r.alert_id, codec.load_alert(r.alert), r.sort_key) for r in self.conn.execute(q)]
 
     def alert_states(self, alert_ids: Sequence[str]) -> dict[str, bool]:
         """Which of these ids the outbox holds, each with whether it was withdrawn."""
