@@ -125,6 +125,8 @@ class TimelineQueries:
         return {aid: bool(gone) for aid, gone in self._raw("alert_states", {"ids": ids}).fetchall()}
 
     def set_alert_sort_keys(self, rows: Sequence[tuple[str, str]]) -> None:
+        if not rows:  # the common re-fold moves nothing: keep the rows written behind batched
+            return
         self._flush()
         for aid, sort_key in rows:
             self._raw("set_alert_sort_key", {"alert_id": aid, "sort_key": sort_key})
