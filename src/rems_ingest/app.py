@@ -152,6 +152,8 @@ class Daemon:
         self.supervisor.spawn("outbox_gauges", lambda: self.relay.watch_backlog(self.stop, on_progress=self.supervisor.beater("outbox_gauges")))
         self.supervisor.spawn("overdue_sweeper", self._sweeper)
         self.supervisor.spawn("timeline_snapshots", self._snapshots)
+        if self.store.dialect == "sqlite":
+            self.supervisor.spawn("wal_checkpoint", self._checkpoints)
         self.started.set()
         log.info("daemon_started", mllp_port=self.server.bound_port, http_port=self.http_port, store=self.store.dialect, broker="configured" if self.relay.url else "none (alerts held in outbox)", rules_profile=self.policy().label)
 
@@ -171,6 +173,18 @@ class Daemon:
             await self.clinic.sweep_overdue()
             self._sweep_retry = False
             self.supervisor.beat("overdue_sweeper")
+
+    async def _checkpoints(self, every: float = 0.25) -> None:
+        """SQLite: checkpoint the WAL on a thread of its own, so no message's commit pays for
+        copying pages into the database (see Store.checkpoint). A failure propagates to the
+        supervisor; the writer's own backstop checkpoint keeps the WAL bounded meanwhile."""
+        while not self.stop.is_set():
+            await asyncio.to_thread(self.store.checkpoint)
+            self.supervisor.beat("wal_checkpoint")
+            try:
+                await asyncio.wait_for(self.stop.wait(), every)
+            except TimeoutError:
+                pass
 
     async def _snapshots(self) -> None:
         """Once after an upgrade to schema 0005 (or a change of rules profile): snapshot the

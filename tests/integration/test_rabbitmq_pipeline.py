@@ -245,3 +245,39 @@ async def test_an_alert_the_broker_returns_as_unroutable_stays_in_the_outbox_for
 
     assert (1, None) == (attempts, published)  # returned by the broker: not marked sent, retried later
     assert d.relay.connected  # a return is not a broken connection
+
+
+async def test_alerts_of_a_one_connection_feed_share_a_claim(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A lab sending one message at a time raises an alert every few milliseconds; each claim and
+    its published mark is a transaction on the store's one writer, which the next message waits
+    behind. An alert committed 25 ms after the wake-up joins the same claim (the relay lingers)."""
+    d, _topo = pipeline
+    claims: list[int] = []
+    claim = d.relay.store.claim
+
+    async def counting(*args: Any, **kw: Any) -> Any:
+        rows = await claim(*args, **kw)
+        if rows:
+            claims.append(len(rows))
+        return rows
+
+    d.relay.store.claim = counting  # type: ignore[method-assign]
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        for pid in ("LG1", "LG2"):
+            await d.clinic.enroll(EnrollPatient.from_mapping({"id": pid, "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
+        await c.send(oru("LG1-1", "LG1", START + timedelta(days=7), "0.4", "LG1-1"))  # severe: pages
+        await asyncio.sleep(0.025)
+        await c.send(oru("LG2-1", "LG2", START + timedelta(days=7), "0.4", "LG2-1"))
+    from sqlalchemy import text
+
+    def outbox_rows(c: Any) -> list[Any]:
+        return list(c.execute(text("SELECT patient_pk, published_at FROM outbox WHERE patient_pk IS NOT NULL")))
+
+    for _ in range(100):
+        rows = d.store.read(outbox_rows)
+        if rows and all(r.published_at for r in rows):
+            break
+        await asyncio.sleep(0.1)
+
+    assert 2 == len({r.patient_pk for r in rows}) and all(r.published_at for r in rows)
+    assert 1 == len(claims), claims

@@ -120,3 +120,23 @@ async def test_only_a_group_of_bookkeeping_jobs_commits_without_fsync_and_full_s
         assert [2, 2] == await asyncio.gather(*mixed)  # one group holding a message job: full fsync for all
     finally:
         store.close()
+
+
+async def test_a_message_commit_never_checkpoints_the_wal_the_checkpoint_does(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint (every 1,000 WAL pages) ran inside whichever commit crossed
+    the mark: that message's ACK waited for the whole database copy and its fsync. Commits now
+    only append to the WAL; Store.checkpoint (the daemon's wal_checkpoint task) copies it."""
+    from sqlalchemy import text
+
+    store = Store(f"sqlite:///{tmp_path}/wal.db")
+    store.migrate()
+    store.start()
+    try:
+        store.checkpoint()
+        for n in range(60):  # ~1,500 pages of WAL: past the default mark
+            await store.write(lambda c, n=n: c.execute(text("INSERT INTO audit (at, actor, action, detail) VALUES (:at, 'test', 'fill', :d)"), {"at": f"2026-01-01T00:00:{n:02d}", "d": "x" * 100_000}))
+        wal_pages, copied = store.checkpoint()
+        assert wal_pages > 1000  # every page since the first checkpoint is still in the WAL
+        assert copied == wal_pages
+    finally:
+        store.close()

@@ -50,7 +50,10 @@ class OutboxRelay:
     poll_interval: float = 0.5
     max_backoff: float = 300.0  # a returned or nacked alert's retry delay
     max_reconnect_delay: float = 3.0  # broker reconnect back-off cap (with jitter)
-    linger: float = 0.005  # after a wake-up, let the rest of a burst's alerts join the same claim
+    # after a wake-up, let the alerts of the next messages join the same claim: a one-connection
+    # feed raises one every few ms, and each claim and mark is a writer transaction the next
+    # message queues behind (5 ms: 1,313 µs CPU/msg at one connection; 50 ms: 1,135-1,170)
+    linger: float = 0.05
     backlog_refresh: float = 1.0  # the backlog gauges are re-read at most this often while busy
     clock: Callable[[], datetime] = _utc
     on_progress: Callable[[], None] = lambda: None  # a claim or a gauge refresh worked (supervisor heartbeat)
