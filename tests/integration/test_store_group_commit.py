@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -126,8 +127,6 @@ async def test_a_message_commit_never_checkpoints_the_wal_the_checkpoint_does(tm
     """SQLite's automatic checkpoint (every 1,000 WAL pages) ran inside whichever commit crossed
     the mark: that message's ACK waited for the whole database copy and its fsync. Commits now
     only append to the WAL; Store.checkpoint (the daemon's wal_checkpoint task) copies it."""
-    from sqlalchemy import text
-
     store = Store(f"sqlite:///{tmp_path}/wal.db")
     store.migrate()
     store.start()
@@ -139,4 +138,57 @@ async def test_a_message_commit_never_checkpoints_the_wal_the_checkpoint_does(tm
         assert wal_pages > 1000  # every page since the first checkpoint is still in the WAL
         assert copied == wal_pages
     finally:
+        store.close()
+
+
+async def test_a_lone_write_commits_on_the_loop_and_concurrent_ones_share_the_writer_thread(tmp_path: Path) -> None:
+    """One connection, one message in flight: its transaction runs where it was asked for, with
+    no hand-off to the writer thread and back. Writes asked for together still go to the writer
+    thread as one group (one commit, one fsync)."""
+    store = Store(f"sqlite:///{tmp_path}/lone.db")
+    store.migrate()
+    store.start()
+    try:
+        await store.write(lambda c: None)  # the writer thread opens the connection first
+        ran_on: list[str] = []
+
+        def job(c: Any, n: int) -> int:
+            ran_on.append(threading.current_thread().name)
+            c.execute(text("INSERT INTO audit (at, actor, action, detail) VALUES ('t', 'test', 'lone', :n)"), {"n": str(n)})
+            return n
+
+        assert 1 == await store.write(lambda c: job(c, 1))
+        assert [threading.current_thread().name] == ran_on
+        ran_on.clear()
+        assert [2, 3, 4] == await asyncio.gather(*(store.write(lambda c, n=n: job(c, n)) for n in (2, 3, 4)))
+        assert ["rems-store-writer"] * 3 == ran_on
+        assert 4 == store.read(lambda c: c.execute(text("SELECT count(*) FROM audit WHERE action = 'lone'")).scalar())
+    finally:
+        store.close()
+
+
+async def test_a_lone_write_never_stalls_the_loop_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    """A CLI command writing to the same SQLite file holds the write lock: the write waits for it
+    on the writer thread (busy_timeout), never on the event loop every connection shares."""
+    import sqlite3
+
+    store = Store(f"sqlite:///{tmp_path}/locked.db")
+    store.migrate()
+    store.start()
+    other = sqlite3.connect(f"{tmp_path}/locked.db", isolation_level=None)
+    try:
+        await store.write(lambda c: None)
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(store.write(lambda c: c.execute(text("INSERT INTO audit (at, actor, action, detail) VALUES ('t', 'test', 'locked', '')"))))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(5):  # the loop keeps turning while the write waits
+            await asyncio.sleep(0.05)
+        assert loop.time() - started < 0.5
+        assert not write.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, 10)
+        assert 1 == store.read(lambda c: c.execute(text("SELECT count(*) FROM audit WHERE action = 'locked'")).scalar())
+    finally:
+        other.close()
         store.close()
