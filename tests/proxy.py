@@ -6,8 +6,11 @@ import asyncio
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, reply_delay: float = 0.0) -> None:
+        """``reply_delay``: every byte from the target reaches the client this many seconds after
+        it arrived (order kept): a round trip then costs at least that much."""
         self.target = (target_host, target_port)
+        self.reply_delay = reply_delay
         self.enabled = True
         self._server: asyncio.base_events.Server | None = None
         self._pairs: set[asyncio.StreamWriter] = set()
@@ -31,19 +34,37 @@ class TcpProxy:
             return
         self._pairs |= {writer, uw}
 
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, delay: float = 0.0) -> None:
+            loop = asyncio.get_running_loop()
+            late: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+            async def forward_late() -> None:
+                while True:
+                    at, data = await late.get()
+                    await asyncio.sleep(max(0.0, at - loop.time()))
+                    w.write(data)
+                    await w.drain()
+
+            forwarder = asyncio.create_task(forward_late()) if delay else None
             try:
                 while data := await r.read(65536):
                     if not self.enabled:
                         break
+                    if forwarder is not None:
+                        late.put_nowait((loop.time() + delay, data))
+                        continue
                     w.write(data)
                     await w.drain()
             except (ConnectionError, OSError):
                 pass
             finally:
+                if forwarder is not None:
+                    while not late.empty() and not forwarder.done():
+                        await asyncio.sleep(delay / 4)
+                    forwarder.cancel()
                 w.close()
 
-        await asyncio.gather(pipe(reader, uw), pipe(ur, writer))
+        await asyncio.gather(pipe(reader, uw), pipe(ur, writer, self.reply_delay))
         self._pairs -= {writer, uw}
 
     def cut(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -195,3 +196,51 @@ async def test_groups_of_two_daemons_lock_shared_patients_in_one_order_and_never
     finally:
         for s in stores:
             s.close()
+
+
+async def test_a_message_on_postgresql_takes_five_round_trips_six_with_alerts(postgres_url: str) -> None:
+    """Across a network each round trip to PostgreSQL is paid for by the lab waiting for its ACK
+    (and by every daemon sharing the database). In pipeline mode the patient, audit, observation
+    and outbox rows go with COMMIT: BEGIN, the message row, the patient lock, the event (its row
+    count decides the path) and COMMIT, plus the alert-id lookup when it raised alerts. It was
+    eight to twelve (measured with this test before)."""
+    from rems_ingest import profiles
+    from rems_ingest.adapters.db.store import Store
+    from rems_ingest.adapters.db.unit_of_work import StoreUnitOfWork
+    from rems_ingest.service.clinic import ClinicService
+    from rems_ingest.service.ingest import IngestService
+    from tests.proxy import TcpProxy
+
+    schema = Store(postgres_url)
+    schema.migrate()
+    schema.close()
+    host, port = postgres_url.split("@", 1)[1].split("/", 1)[0].split(":")
+    delay = 0.03  # every answer from the database comes this much later: round trips = time / delay
+    proxy = TcpProxy(host, int(port), reply_delay=delay)
+    await proxy.start()
+    store = Store(postgres_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}"))
+    store.start()
+    try:
+        policy = profiles.load("us-label")
+        await ClinicService(StoreUnitOfWork(store), lambda: policy).enroll(EnrollPatient.from_mapping({"id": "RT1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}))
+        ingest = IngestService(StoreUnitOfWork(store), lambda: policy)
+
+        def outbox_rows(c: Any) -> int:
+            return int(c.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+        async def trips(n: int, anc: str) -> tuple[int, int]:
+            """(round trips of one message, alerts it raised)"""
+            before = await store.write(outbox_rows)
+            started = asyncio.get_running_loop().time()
+            reply = await ingest.handle_frame(oru(f"RT-{n}", "RT1", START + timedelta(days=7 * n), anc, f"RT-{n}"), "test")
+            turns = round((asyncio.get_running_loop().time() - started) / delay)
+            assert isinstance(reply, bytes) and b"MSA|AA|" in reply
+            return turns, await store.write(outbox_rows) - before
+
+        counts = [await trips(n, anc) for n, anc in enumerate(["2.5", "2.4", "2.6", "2.5", "2.4", "2.6", "1.4", "2.5", "1.3"], 1)]
+        steady = counts[5:]  # psycopg prepares a statement from its fifth run on
+        assert {True, False} == {raised > 0 for _, raised in steady}, counts
+        assert all(turns == (6 if raised else 5) for turns, raised in steady), counts
+    finally:
+        store.close()
+        await proxy.stop()

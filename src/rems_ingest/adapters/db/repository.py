@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, event, func, insert, or_, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
-from rems_ingest.adapters.db import codec
+from rems_ingest.adapters.db import codec, pipeline, write_behind
 from rems_ingest.adapters.db.access import AccessRecords
 from rems_ingest.adapters.db.console_queries import ConsoleQueries
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient
@@ -72,58 +71,8 @@ _PG_SQL["lock_patients"] = (  # one statement text whatever the number of patien
 _SQL["patient_lock"] = _SQL["patient"]  # SQLite: the single writer already serializes
 
 
-# Write-behind for rows the hot path never reads back inside the transaction that writes them
-# (observations, decision audits, outbox alerts): they are kept on the connection and sent with one executemany per group
-# — before any other SQLAlchemy statement runs on that connection (which might read them) and
-# before COMMIT — instead of one statement each. On PostgreSQL that is a network round trip each.
-# Only engines that carry the flushing hooks defer; any other connection writes at once.
-_DEFERRED = "rems_deferred_rows"
-_DEFERRING: weakref.WeakSet[Engine] = weakref.WeakSet()
+write_behind.STATEMENTS.update(sqlite=_SQL, postgresql=_PG_SQL)
 
-
-def enable_deferred_writes(engine: Engine) -> None:
-    """Install the hooks that flush deferred rows (before each statement and at commit) and
-    drop them on rollback — and at BEGIN, ahead of every other hook, so rows left by a transaction
-    that died without a rollback event can never land in the next one."""
-
-    @event.listens_for(engine, "begin", insert=True)
-    def _on_begin(conn: Connection) -> None:
-        conn.info.pop(_DEFERRED, None)
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _before_statement(conn: Connection, *_: Any) -> None:
-        flush_deferred(conn)
-
-    @event.listens_for(engine, "commit")
-    def _before_commit(conn: Connection) -> None:
-        flush_deferred(conn)
-
-    @event.listens_for(engine, "rollback")
-    def _on_rollback(conn: Connection) -> None:
-        conn.info.pop(_DEFERRED, None)
-
-    _DEFERRING.add(engine)
-
-
-def flush_deferred(conn: Connection, only: str | None = None) -> None:
-    """Send the rows written behind (``only``: just that statement's rows, the rest stay behind)."""
-    pending: dict[str, list[dict[str, Any]]] | None = conn.info.pop(_DEFERRED, None)
-    if only is not None and pending:
-        if only not in pending:
-            conn.info[_DEFERRED] = pending
-            return
-        rest, pending = pending, {only: pending.pop(only)}
-        if rest:
-            conn.info[_DEFERRED] = rest
-    if not pending:
-        return
-    sql = _PG_SQL if conn.dialect.name == "postgresql" else _SQL
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        for name, rows in pending.items():
-            cursor.executemany(sql[name], rows)
-    finally:
-        cursor.close()
 
 
 @dataclass
@@ -138,12 +87,12 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
         self.pg = conn.dialect.name == "postgresql"
         self._sql = _PG_SQL if self.pg else _SQL
         self._cursor: Any = None
-        self._defer = conn.engine in _DEFERRING
+        self._defer = write_behind.is_deferring(conn.engine)
         self._dumped: tuple[PatientState, str] | None = None
 
     def _write_behind(self, name: str, params: dict[str, Any]) -> None:
         if self._defer:
-            self.conn.info.setdefault(_DEFERRED, {}).setdefault(name, []).append(params)
+            self.conn.info.setdefault(write_behind.DEFERRED, {}).setdefault(name, []).append(params)
         else:
             self._raw(name, params)
 
@@ -151,8 +100,17 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
         """Run a hot statement on the DBAPI cursor of this (already begun) transaction."""
         if self._cursor is None:
             self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        if self.pg:
+            pipeline.enter(self.conn)
         self._cursor.execute(self._sql[name], params)
         return self._cursor
+
+    def _raw_count(self, name: str, params: dict[str, Any]) -> int:
+        """A hot statement's row count (in pipeline mode, known only once it was answered)."""
+        cursor = self._raw(name, params)
+        if self.pg:
+            pipeline.sync(self.conn)
+        return int(cursor.rowcount)
 
     # ------------------------------------------------------------ messages
 
@@ -297,7 +255,7 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
     def _flush(self) -> None:
         """Send the outbox rows written behind, before a raw statement reads or updates the outbox."""
         if self._defer:
-            flush_deferred(self.conn, only="add_alert")
+            write_behind.flush(self.conn, only="add_alert")
 
     def add_alerts(self, entries: Sequence[OutboxEntry]) -> None:
         for e in entries:  # write-behind keeps their order: outbox ids still follow creation

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from rems_ingest.adapters.db.repository import Repository, enable_deferred_writes
+from rems_ingest.adapters.db import pipeline
+from rems_ingest.adapters.db.engines import BEGUN, BUSY_MS, make_engine, sqlite_path
+from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
 
@@ -64,53 +66,8 @@ def _settle(jobs: list[_Job]) -> None:
 
 
 _STOP = object()
-_BEGUN = "rems_begun"  # connection.info flag: this transaction's BEGIN IMMEDIATE already ran
-_BUSY_MS = 30_000  # SQLite busy_timeout on the writer thread
-
-
-def _sqlite_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        return Path(url[len("sqlite:///") :])
-    return None
-
-
-def make_engine(url: str, *, writer: bool) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=1 if writer else 4, max_overflow=1 if writer else 8)
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")  # we ACK on commit: survive OS crash too
-            cur.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-            if writer:
-                cur.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the hot indexes stay in memory
-                # The daemon checkpoints on its own thread (Store.checkpoint): the commit that
-                # crossed SQLite's default 1,000 pages copied them into the database and fsynced
-                # it inside a message's transaction (one ACK in ~65 took 5-8 ms, every ~100 ms
-                # at 650 msg/s). This is only the backstop if that task stops.
-                cur.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            if conn.info.pop(_BEGUN, False):  # Store._try_begin already holds the write lock
-                return
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
-
-    else:
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://") :]
-        engine = create_engine(url, pool_size=2 if writer else 5, max_overflow=0 if writer else 10, pool_pre_ping=True)
-    if writer:
-        enable_deferred_writes(engine)
-    return engine
-
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-WAL_BACKSTOP_PAGES = 20_000  # ~80 MB of WAL before the writer checkpoints itself
 
 
 def _known_revisions(cfg: Any) -> set[str]:
@@ -124,7 +81,7 @@ class Store:
         """``create``: a missing SQLite file (and its folder) may be created. Commands that only
         read or act on stored patients pass False, so a wrong path or working directory is an
         error naming the file, never a new empty store that answers "not known"."""
-        path = _sqlite_path(url)
+        path = sqlite_path(url)
         if path is not None and not path.exists():
             if not create:
                 raise StoreError(f"no store at {path} (store.url): nothing has been stored there; check the path, or create it with 'rems-ingest db upgrade'")
@@ -140,7 +97,7 @@ class Store:
         self._group_lock = threading.Lock()
         # writes asked for in this turn of the event loop, dispatched together (Store._dispatch)
         self._pending: list[_Job] = []
-        self._busy_ms = _BUSY_MS  # SQLite busy_timeout currently set on the held connection
+        self._busy_ms = BUSY_MS  # SQLite busy_timeout currently set on the held connection
         self._held: Connection | None = None  # the writer thread's own connection, kept between groups
         self._checkpointer: sqlite3.Connection | None = None  # Store.checkpoint's own connection
         self._synchronous = "FULL"  # SQLite sync level currently set on it
@@ -277,7 +234,7 @@ class Store:
             dbapi.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:  # locked by another process: the thread waits for it instead
             return False
-        held.info[_BEGUN] = True
+        held.info[BEGUN] = True
         self._commit([job], inline=True)
         return True
 
@@ -297,7 +254,7 @@ class Store:
         or readers (a PASSIVE checkpoint on a connection of its own; its fsync is off the
         commit path). Returns (pages in the WAL, pages copied); (0, 0) on PostgreSQL. The WAL
         restarts from its beginning once every page is in the database and no reader needs it."""
-        path = _sqlite_path(self.url)
+        path = sqlite_path(self.url)
         if path is None:
             return (0, 0)
         if self._checkpointer is None:
@@ -347,10 +304,12 @@ class Store:
         database error the connection is dropped and the next group opens a fresh one."""
         if self._held is None or self._held.closed or self._held.invalidated:
             self._held = self._writer.connect()
+            if self.dialect == "postgresql":
+                pipeline.allow(self._held)  # the hot statements go in round trips of several
             self._synchronous = "FULL"  # what the connect hook sets on every new SQLite connection
-            self._busy_ms = _BUSY_MS
+            self._busy_ms = BUSY_MS
         conn = self._held
-        if self.dialect == "sqlite" and not conn.info.get(_BEGUN):
+        if self.dialect == "sqlite" and not conn.info.get(BEGUN):
             # Set before BEGIN, for every transaction, from what this one needs: a message's
             # transaction can never inherit the relaxed setting of the bookkeeping one before it.
             # (Store._try_inline sets both itself before its own BEGIN.)
@@ -359,9 +318,9 @@ class Store:
                 if self._synchronous != wanted:
                     conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={wanted}")  # type: ignore[union-attr]
                     self._synchronous = wanted
-                if self._busy_ms != _BUSY_MS:
-                    conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={_BUSY_MS}")  # type: ignore[union-attr]
-                    self._busy_ms = _BUSY_MS
+                if self._busy_ms != BUSY_MS:
+                    conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={BUSY_MS}")  # type: ignore[union-attr]
+                    self._busy_ms = BUSY_MS
             except Exception as exc:
                 self._drop_held()
                 raise StoreError("could not set the SQLite sync level") from exc
@@ -392,6 +351,7 @@ class Store:
         if self._held is not None:
             self.reconnects += 1
             try:
+                pipeline.leave(self._held, quietly=True)
                 self._held.invalidate()
                 self._held.close()
             except Exception:  # noqa: BLE001 - it is being thrown away

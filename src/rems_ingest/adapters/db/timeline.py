@@ -42,6 +42,9 @@ class TimelineQueries:
     def _raw(self, name: str, params: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def _raw_count(self, name: str, params: dict[str, Any]) -> int:
+        raise NotImplementedError
+
     def _dump(self, state: PatientState) -> str:
         raise NotImplementedError
 
@@ -60,12 +63,12 @@ class TimelineQueries:
         """Insert a new event; False if its key is already stored (then take the slow path)."""
         snapshot = self._dump(state_after) if state_after is not None else None
         values = dict(patient_pk=pk, event_key=event.key, body=codec.dump_event(event), recorded_at=now, sort_key=sort_key, state_after=snapshot)
-        return bool(self._raw("add_event", values).rowcount)
+        return bool(self._raw_count("add_event", values))
 
     def put_event(self, pk: int, event: Event, now: str, sort_key: str | None = None, state_after: PatientState | None = None) -> None:
         """Store ``event`` in place of the one with its key (a correction), or as a new one."""
         values = dict(pk=pk, key=event.key, body=codec.dump_event(event), recorded_at=now, sort_key=sort_key, state_after=self._dump(state_after) if state_after is not None else None)
-        if not self._raw("replace_event", values).rowcount:
+        if not self._raw_count("replace_event", values):
             self._raw("add_event", dict(patient_pk=pk, event_key=event.key, body=values["body"], recorded_at=now, sort_key=sort_key, state_after=values["state_after"]))
 
     def snapshot_before(self, pk: int, at: str) -> tuple[str, PatientState | None] | None:
