@@ -192,3 +192,26 @@ async def test_a_lone_write_never_stalls_the_loop_while_another_process_holds_th
     finally:
         other.close()
         store.close()
+
+
+def test_closing_the_store_while_a_checkpoint_runs_on_another_thread(tmp_path: Path) -> None:
+    """The daemon's wal_checkpoint task runs on an executor thread and a shutdown closes the
+    store under it: closing the checkpoint's SQLite connection while it is in use crashed the
+    process (a segfault in CI). close() now waits for it, and a later checkpoint does nothing."""
+    for n in range(10):
+        store = Store(f"sqlite:///{tmp_path}/close{n}.db")
+        store.migrate()
+        stop = threading.Event()
+
+        def hammer(store: Store = store, stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                store.checkpoint()
+
+        threads = [threading.Thread(target=hammer) for _ in range(2)]
+        for t in threads:
+            t.start()
+        store.close()
+        stop.set()
+        for t in threads:
+            t.join(5)
+        assert (0, 0) == store.checkpoint()

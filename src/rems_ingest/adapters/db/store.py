@@ -100,6 +100,9 @@ class Store:
         self._busy_ms = BUSY_MS  # SQLite busy_timeout currently set on the held connection
         self._held: Connection | None = None  # the writer thread's own connection, kept between groups
         self._checkpointer: sqlite3.Connection | None = None  # Store.checkpoint's own connection
+        # checkpoint runs on an executor thread: close() must never close that connection under it
+        self._checkpoint_lock = threading.Lock()
+        self._closed = False
         self._synchronous = "FULL"  # SQLite sync level currently set on it
         # readiness: set when a write failed for a store reason (disk full, unreachable, locked),
         # cleared by the next commit that succeeds
@@ -151,9 +154,11 @@ class Store:
             self._queue.put(_STOP)
             self._thread.join(timeout=30)
             self._thread = None
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
+        with self._checkpoint_lock:  # waits for a checkpoint in progress on another thread
+            self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         self._writer.dispose()
         self._reader.dispose()
 
@@ -257,14 +262,17 @@ class Store:
         path = sqlite_path(self.url)
         if path is None:
             return (0, 0)
-        if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
-        try:
-            _busy, wal, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error:
-            self._checkpointer.close()
-            self._checkpointer = None
-            raise
+        with self._checkpoint_lock:
+            if self._closed:
+                return (0, 0)
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
+            try:
+                _busy, wal, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                self._checkpointer.close()
+                self._checkpointer = None
+                raise
         return (max(0, wal), max(0, copied))
 
     def ping(self) -> bool:
