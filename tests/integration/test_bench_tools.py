@@ -4,9 +4,12 @@ numbers are measured by bench/, not by timed tests)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +36,20 @@ def test_bench_run_prints_our_figures_beside_the_peers_with_cpu_per_message(tmp_
     assert [r[0].split(" ")[0] for r in body] == ["python-hl7", "rems-ingest"]
     for r in body:
         assert r[header.index("errors")] == "0" and float(r[header.index("msg/s")]) > 0 and int(r[-1]) > 0
+    ratios = [line for line in table.read_text().splitlines() if line.startswith("rems-ingest SQLite FULL") and "× peer" in line]
+    assert 1 == len(ratios) and "p99 at 1 connection" in ratios[0]  # the issue's ratios, per target
+
+
+@pytest.mark.postgres
+def test_bench_run_on_two_daemons_sharing_postgresql_checks_per_patient_order(tmp_path: Path, postgres_url: str) -> None:
+    """--pg-processes 2: after each PostgreSQL target, every patient's alerts are in state-version
+    order and every patient's version is its event count, whichever daemon took its messages."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run"), "--messages", "60", "--patients", "6", "--connections", "4", "--pg-processes", "2"],
+        capture_output=True, text=True, timeout=400, check=True, env={**os.environ, "REMS_BENCH_PG_URL": postgres_url},
+    ).stdout
+    verdicts = {line.strip() for line in out.splitlines() if "per-patient order" in line}  # one per PostgreSQL target
+    assert 2 == len(verdicts) and all("per-patient order holds" in v for v in verdicts), out
 
 
 def test_the_history_benchmark_prints_each_arrival_pattern_by_history_length() -> None:
