@@ -66,6 +66,8 @@ class SnapshotService:
             keys = [k for k in repo.patients_to_snapshot(policy.label, batch + len(done)) if k not in done][:batch]
             return keys, [snapshot_patient(repo, policy, k) for k in keys]
 
+        if not await self.store.read(lambda repo: repo.patients_to_snapshot(policy.label, 1)):
+            return counts  # nothing to do: no write (an empty commit would also clear a failing store's flag)
         while True:
             keys, outcomes = await self.store.write(tx)
             done.update(keys)  # after the commit: a transaction retried alone redoes its patients
