@@ -222,6 +222,17 @@ class Store:
         for job in jobs:
             self._queue.put(job)
 
+    def _sqlite_session(self, dbapi: Any, durable: bool, *, busy_ms: int) -> None:
+        """The held SQLite connection's sync level and busy timeout for the next transaction,
+        each set only when it changes (a PRAGMA is a statement)."""
+        wanted = "FULL" if durable else "NORMAL"
+        if self._synchronous != wanted:
+            dbapi.execute(f"PRAGMA synchronous={wanted}")
+            self._synchronous = wanted
+        if self._busy_ms != busy_ms:
+            dbapi.execute(f"PRAGMA busy_timeout={busy_ms}")
+            self._busy_ms = busy_ms
+
     def _try_inline(self, job: _Job) -> bool:
         """Run one job on this thread if the write lock is free now (False: it was not run)."""
         held = self._held
@@ -229,13 +240,7 @@ class Store:
             return False
         dbapi: Any = held.connection.dbapi_connection
         try:
-            if self._busy_ms != 0:
-                dbapi.execute("PRAGMA busy_timeout=0")
-                self._busy_ms = 0
-            wanted = "FULL" if job.durable else "NORMAL"
-            if self._synchronous != wanted:
-                dbapi.execute(f"PRAGMA synchronous={wanted}")
-                self._synchronous = wanted
+            self._sqlite_session(dbapi, job.durable, busy_ms=0)
             dbapi.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:  # locked by another process: the thread waits for it instead
             return False
@@ -321,14 +326,8 @@ class Store:
             # Set before BEGIN, for every transaction, from what this one needs: a message's
             # transaction can never inherit the relaxed setting of the bookkeeping one before it.
             # (Store._try_inline sets both itself before its own BEGIN.)
-            wanted = "FULL" if durable else "NORMAL"
             try:
-                if self._synchronous != wanted:
-                    conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={wanted}")  # type: ignore[union-attr]
-                    self._synchronous = wanted
-                if self._busy_ms != BUSY_MS:
-                    conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={BUSY_MS}")  # type: ignore[union-attr]
-                    self._busy_ms = BUSY_MS
+                self._sqlite_session(conn.connection.dbapi_connection, durable, busy_ms=BUSY_MS)
             except Exception as exc:
                 self._drop_held()
                 raise StoreError("could not set the SQLite sync level") from exc
