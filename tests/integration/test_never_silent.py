@@ -80,6 +80,28 @@ async def test_readiness_fails_while_writes_fail_and_recovers_with_the_next_comm
         await d.shutdown()
 
 
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_a_commit_that_writes_nothing_does_not_clear_write_failing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, store: str) -> None:
+    """A relay claim or sweep that finds nothing commits an empty transaction, which succeeds on
+    a full disk: readiness must keep saying writes fail until a commit has written a row."""
+    url = request.getfixturevalue("postgres_url") if store == "postgresql" else None
+    d = Daemon(make_settings(tmp_path, store_url=url))
+    await d.start()
+    try:
+        async with MllpClient("127.0.0.1", d.server.bound_port, timeout=10) as c:
+            monkeypatch.setattr(Repository, "insert_message", _store_down)
+            nak = (await c.send(oru("E-1", "E1", __import__("datetime").date.today(), "1.8", "E-1"))).decode()
+            assert "MSA|AE|E-1" in nak
+            await d.store.write(lambda conn: None)  # nothing written: no proof the disk takes writes
+            await d.store.write(lambda conn: Repository(conn).claim(10, "2000-01-01T00:00:00", "2000-01-01T00:01:00", "x"), durable=False)
+            assert "write_failing" == d.readiness()["store"]
+            monkeypatch.undo()
+            assert "MSA|AA|E-1" in (await c.send(oru("E-1", "E1", __import__("datetime").date.today(), "1.8", "E-1"))).decode()
+        assert d.readiness()["ready"]
+    finally:
+        await d.shutdown()
+
+
 @pytest.mark.rabbitmq
 async def test_alerts_not_leaving_with_the_broker_connected_fail_readiness(tmp_path: Path, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from rems_ingest.adapters.amqp.relay import OutboxRelay

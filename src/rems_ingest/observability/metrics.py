@@ -32,7 +32,7 @@ AUTH_FAILURES = Counter("rems_http_auth_failures_total", "HTTP requests refused 
 PERMANENT_FAILURES = Counter("rems_messages_rejected_permanent_total", "Messages that could never be stored as they are (answered AR, kept as REJECTED)", registry=REGISTRY)
 TASK_RESTARTS = Counter("rems_task_restarts_total", "Background tasks restarted after an exception, by task", ["task"], registry=REGISTRY)
 RELAY_LAST_PUBLISH = Gauge("rems_relay_last_publish_timestamp_seconds", "Unix time of the last alert the broker confirmed (0: none since start)", registry=REGISTRY)
-STORE_WRITE_FAILING = Gauge("rems_store_write_failing", "1 while the last store write failed and none has succeeded since", registry=REGISTRY)
+STORE_WRITE_FAILING = Gauge("rems_store_write_failing", "1 while the last store write failed and no write of a row has succeeded since", registry=REGISTRY)
 STORE_RETRIES = Counter(
     "rems_store_retries_total",
     "Work the store ran again: a shared group rolled back and re-run job by job (group_failed), or a "

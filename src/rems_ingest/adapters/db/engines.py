@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from rems_ingest.adapters.db import pipeline
 from rems_ingest.adapters.db.write_behind import enable as enable_deferred_writes
+from rems_ingest.adapters.db.write_behind import flush
 
 WAL_BACKSTOP_PAGES = 20_000  # ~80 MB of WAL before the writer checkpoints itself
 BEGUN = "rems_begun"  # connection.info flag: this transaction's BEGIN IMMEDIATE already ran
@@ -21,6 +22,26 @@ def sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         return Path(url[len("sqlite:///") :])
     return None
+
+
+class WriteProof:
+    """Whether a transaction wrote a row. Asked only while store writes are failing: a commit
+    that wrote nothing (a relay claim or sweep that found no work) succeeds on a full disk and
+    proves nothing. SQLite counts the rows its connection changed; PostgreSQL asks whether the
+    transaction was given a transaction id, which happens at its first write."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.before = self._changes() if conn.dialect.name == "sqlite" else 0
+
+    def _changes(self) -> int:
+        return int(self.conn.connection.dbapi_connection.total_changes)  # type: ignore[union-attr]
+
+    def wrote(self) -> bool:
+        flush(self.conn)  # rows written behind count too
+        if self.conn.dialect.name == "sqlite":
+            return self._changes() > self.before
+        return bool(self.conn.exec_driver_sql("SELECT txid_current_if_assigned() IS NOT NULL").scalar())
 
 
 def make_engine(url: str, *, writer: bool) -> Engine:

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rems_ingest.adapters.db import pipeline
-from rems_ingest.adapters.db.engines import BEGUN, BUSY_MS, make_engine, sqlite_path
+from rems_ingest.adapters.db.engines import BEGUN, BUSY_MS, WriteProof, make_engine, sqlite_path
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
@@ -70,12 +70,6 @@ _STOP = object()
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def _known_revisions(cfg: Any) -> set[str]:
-    from alembic.script import ScriptDirectory
-
-    return {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
-
-
 class Store:
     def __init__(self, url: str, *, group_max: int = 256, create: bool = True) -> None:
         """``create``: a missing SQLite file (and its folder) may be created. Commands that only
@@ -105,8 +99,9 @@ class Store:
         self._closed = False
         self._synchronous = "FULL"  # SQLite sync level currently set on it
         # readiness: set when a write failed for a store reason (disk full, unreachable, locked),
-        # cleared by the next commit that succeeds
+        # cleared by the next commit that wrote a row (an empty one succeeds on a full disk too)
         self.write_failing_since: float | None = None
+        self._proved = True  # this group has shown writes work (asked only while they failed)
         # times the writer lost its connection: bookkeeping committed without waiting for the
         # disk (durable=False) may have been lost with it, so the relay re-checks its claims
         self.reconnects = 0
@@ -134,7 +129,7 @@ class Store:
             tables = set(inspect(conn).get_table_names())
             if "alembic_version" in tables:
                 current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-                if current is not None and current not in _known_revisions(cfg):
+                if current is not None and current not in {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}:
                     raise StoreError(f"database schema {current} is newer than this daemon (head {head}); upgrade rems-ingest")
             elif "schema_version" in tables:
                 command.stamp(cfg, "0001")
@@ -333,12 +328,15 @@ class Store:
                 raise StoreError("could not set the SQLite sync level") from exc
         try:
             with metrics.counted_on_commit(), conn.begin():
+                proof = None if self._proved else WriteProof(conn)
                 if self.dialect == "postgresql":
                     if not durable:
                         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                     if len(locks) > 1:
                         Repository(conn).lock_patients(sorted(locks, key=lambda k: (k.id, k.authority)))
                 yield conn
+                wrote = proof is not None and proof.wrote()
+            self._proved = self._proved or wrote
         except DBAPIError:
             self._drop_held()
             raise
@@ -379,8 +377,9 @@ class Store:
                 log.warning("store_transaction_retried", sqlstate=exc.orig.sqlstate, attempt=attempt)  # type: ignore[union-attr]
 
     def _commit(self, batch: list[_Job], *, inline: bool = False) -> None:
+        self._proved = self.write_failing_since is None
         self._run_group(batch)
-        if any(not failed for failed, _ in (job.outcome for job in batch)):
+        if self._proved and any(not failed for failed, _ in (job.outcome for job in batch)):
             self._write_health(ok=True)
         elif any(isinstance(value, StoreError) for _, value in (job.outcome for job in batch)):
             self._write_health(ok=False)
