@@ -125,3 +125,60 @@ async def test_alerts_not_leaving_with_the_broker_connected_fail_readiness(tmp_p
     finally:
         await d.shutdown()
         await purge_topology(rabbitmq_url, topo)
+
+
+def _driver_error(store: str, kind: str) -> BaseException:
+    """What the database driver itself raises on its cursor (the hot statements bypass SQLAlchemy)."""
+    import sqlite3
+
+    import psycopg.errors
+
+    if store == "sqlite":
+        return sqlite3.OperationalError("database or disk is full")
+    return psycopg.errors.DeadlockDetected("deadlock detected") if kind == "deadlock" else psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_a_driver_error_on_a_hot_statement_is_ae_and_fails_readiness_never_ar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, store: str) -> None:
+    """A full disk or a lost connection met by a statement sent on the driver's own cursor must
+    be told apart from a bad message exactly as one met through SQLAlchemy: AE (resend later)
+    and not ready, never AR (the sender would move on and the result would wait for a replay)."""
+    url = request.getfixturevalue("postgres_url") if store == "postgresql" else None
+    d = Daemon(make_settings(tmp_path, store_url=url))
+    await d.start()
+    try:
+        def raw_failure(*_a: Any, **_k: Any) -> Any:
+            raise _driver_error(store, "lost")
+
+        async with MllpClient("127.0.0.1", d.server.bound_port, timeout=10) as c:
+            monkeypatch.setattr(Repository, "insert_message", raw_failure)
+            nak = (await c.send(oru("R-1", "R1", __import__("datetime").date.today(), "1.8", "R-1"))).decode()
+            assert "MSA|AE|R-1" in nak
+            assert "write_failing" == d.readiness()["store"]
+            monkeypatch.undo()
+            assert "MSA|AA|R-1" in (await c.send(oru("R-1", "R1", __import__("datetime").date.today(), "1.8", "R-1"))).decode()
+        assert d.readiness()["ready"]
+    finally:
+        await d.shutdown()
+
+
+@pytest.mark.postgres
+async def test_a_deadlock_met_on_a_hot_statement_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str) -> None:
+    """PostgreSQL rolled the deadlocked transaction back: it is re-run and the sender gets AA."""
+    d = Daemon(make_settings(tmp_path, store_url=postgres_url))
+    await d.start()
+    try:
+        real, failures = Repository.insert_message, []
+
+        def once(self: Repository, **values: Any) -> Any:
+            if not failures:
+                failures.append(1)
+                raise _driver_error("postgresql", "deadlock")
+            return real(self, **values)
+
+        monkeypatch.setattr(Repository, "insert_message", once)
+        async with MllpClient("127.0.0.1", d.server.bound_port, timeout=10) as c:
+            assert "MSA|AA|D-1" in (await c.send(oru("D-1", "D1", __import__("datetime").date.today(), "1.8", "D-1"))).decode()
+        assert failures == [1] and (metrics.REGISTRY.get_sample_value("rems_store_retries_total", {"reason": "deadlock"}) or 0) >= 1
+    finally:
+        await d.shutdown()

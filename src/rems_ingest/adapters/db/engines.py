@@ -3,11 +3,14 @@ and the writer's hooks (write-behind rows, pipeline mode)."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from rems_ingest.adapters.db import pipeline
 from rems_ingest.adapters.db.write_behind import enable as enable_deferred_writes
@@ -21,6 +24,19 @@ BUSY_MS = 30_000  # SQLite busy_timeout on the writer thread
 def sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         return Path(url[len("sqlite:///") :])
+    return None
+
+
+def as_dbapi_error(exc: BaseException) -> DBAPIError | None:
+    """A database error as SQLAlchemy's wrapper of its class (OperationalError, DataError, ...),
+    or None for any other exception. The hot statements run on the driver's cursor, where a
+    full disk or a lost connection arrives as the driver's own error: unwrapped, it read as an
+    error in the message (AR, and the sender moves on) instead of the store's (AE, not ready)."""
+    if isinstance(exc, DBAPIError):
+        return exc
+    for base in (sqlite3.Error, psycopg.Error):
+        if isinstance(exc, base):
+            return DBAPIError.instance(None, None, exc, base)  # type: ignore[return-value]
     return None
 
 

@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from rems_ingest.adapters.db import pipeline
-from rems_ingest.adapters.db.engines import BEGUN, BUSY_MS, WriteProof, make_engine, sqlite_path
+from rems_ingest.adapters.db.engines import BEGUN, BUSY_MS, WriteProof, as_dbapi_error, make_engine, sqlite_path
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
@@ -102,8 +102,7 @@ class Store:
         # cleared by the next commit that wrote a row (an empty one succeeds on a full disk too)
         self.write_failing_since: float | None = None
         self._proved = True  # this group has shown writes work (asked only while they failed)
-        # times the writer lost its connection: bookkeeping committed without waiting for the
-        # disk (durable=False) may have been lost with it, so the relay re-checks its claims
+        # writer reconnects: durable=False bookkeeping may be lost with one, so the relay re-checks its claims
         self.reconnects = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -337,9 +336,12 @@ class Store:
                 yield conn
                 wrote = proof is not None and proof.wrote()
             self._proved = self._proved or wrote
-        except DBAPIError:
+        except Exception as exc:
+            wrapped = as_dbapi_error(exc)  # one the driver raised on its own cursor, too
+            if wrapped is None:
+                raise  # the job's own (domain) error
             self._drop_held()
-            raise
+            raise wrapped from exc.__cause__ if wrapped is exc else exc
 
     def _write_health(self, ok: bool) -> None:
         if ok:
