@@ -5,6 +5,7 @@ drain), this module only constructs."""
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 
@@ -42,6 +43,16 @@ class Services:
     snapshots: SnapshotService
 
 
+def relay_owner(s: Settings, *, pid: int) -> str:
+    """The name this daemon's relay claims outbox rows under. A relay that starts or recovers
+    releases every claim under its name as stale, so a restarted daemon frees its predecessor's
+    at once; two live daemons under one name would free each other's in-flight claims and page
+    twice. Daemons sharing an MLLP port (mllp.reuse_port) run on one host from one
+    configuration, so each adds its process id (a crashed one's claims then wait out the lease)."""
+    name = s.amqp.relay_id or f"{socket.gethostname()}:{s.mllp.port}"
+    return f"{name}:{pid}" if s.mllp.reuse_port else name
+
+
 def build_services(s: Settings, *, create_store: bool = True) -> Services:
     """Construct everything; nothing is started, connected or migrated here. ``create_store``:
     False for commands that must find an existing SQLite store (see adapters/db/store.Store)."""
@@ -53,7 +64,7 @@ def build_services(s: Settings, *, create_store: bool = True) -> Services:
         Topology.with_prefix(s.amqp.topology_prefix, s.amqp.queue_type),
         batch=s.amqp.batch,
         publish_timeout=s.amqp.publish_timeout_seconds,
-        owner=s.amqp.relay_id or f"{socket.gethostname()}:{s.mllp.port}",
+        owner=relay_owner(s, pid=os.getpid()),
     )
     uow = StoreUnitOfWork(store)
     ingest = IngestService(uow, policy, **s.mllp.ingest_options())

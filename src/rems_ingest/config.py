@@ -161,7 +161,8 @@ class AmqpSettings(_Section):
     batch: int = Field(500, ge=1, le=10_000)
     # names this daemon's outbox claims; a restarted daemon with the same id releases its own
     # stale claims at once (else they wait out the lease). Default: host name and MLLP port.
-    # Daemons sharing one PostgreSQL store need distinct ids (they differ by host, or set one).
+    # Daemons sharing one PostgreSQL store need distinct ids (they differ by host, or set one);
+    # with mllp.reuse_port each daemon adds its process id (bootstrap.relay_owner).
     relay_id: str = Field("", max_length=120)
     # /readyz fails when a configured broker has been unreachable long enough that an alert has
     # waited this long in the outbox (with no broker configured, holding alerts is the intent)
