@@ -38,7 +38,7 @@ def main() -> None:
             rss = []
             for i in range(args.chunks):
                 r = run.loadgen(d.mllp, args.connections, args.chunk, args.patients, f"M{i}-{int(time.time())}")
-                rss.append(run.rss_mb(d.proc.pid))
+                rss.append(d.rss())
                 print(json.dumps({"messages": (i + 1) * args.chunk, "msgs_per_s": r["msgs_per_s"], "p99_ms": r["p99_ms"], "errors": r["errors"], "rss_mb": round(rss[-1], 1),
                                   "db_mb": round(sum(f.stat().st_size for f in Path(t).glob("mem.db*")) / 1e6, 1)}), flush=True)
         finally:

@@ -63,3 +63,13 @@ def test_the_history_benchmark_prints_each_arrival_pattern_by_history_length() -
         assert [(r["from"], r["to"]) for r in rows] == [(0, 10), (10, 20)]
         assert all(r["errors"] == 0 and r["msgs_per_s"] > 0 and r["cpu_us"] > 0 for r in rows)
     assert "| 10–20 |" in out.stdout
+
+
+def test_the_memory_benchmark_prints_rss_after_each_chunk_and_the_growth() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "memory.py"), "--chunks", "2", "--chunk", "40", "--connections", "2", "--patients", "5"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout.strip().splitlines()
+    chunks = [json.loads(line) for line in out if line.startswith("{")]
+    assert [c["messages"] for c in chunks] == [40, 80] and all(c["errors"] == 0 and c["rss_mb"] > 0 for c in chunks)
+    assert out[-1].startswith("RSS after 40 messages:") and "growth" in out[-1]
