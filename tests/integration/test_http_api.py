@@ -265,3 +265,37 @@ async def test_health_readiness_and_metrics(api: Api) -> None:
     assert (200, "ok") == (h[0], h[1]["status"])
     assert (200, True, "disabled") == (r[0], r[1]["ready"], r[1]["broker"])
     assert "rems_outbox_backlog" in text and "rems_ack_latency_seconds" in text
+
+
+@pytest.mark.parametrize("raised", ["through SQLAlchemy", "by the driver"])
+async def test_a_store_that_is_down_is_a_json_503_with_retry_after_never_a_500(api: Api, monkeypatch: pytest.MonkeyPatch, raised: str) -> None:
+    """While the database is away a read or a write is "unavailable, retry later" (503 with
+    Retry-After), never an unexplained 500; a dispense check stays an answer, "do not dispense"
+    (the contract: any doubt is authorized false)."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from rems_ingest.adapters.db.repository import Repository
+
+    await started(api, "DOWN1")
+
+    def down(*_a: Any, **_k: Any) -> Any:
+        if raised == "by the driver":
+            raise sqlite3.OperationalError("unable to open database file")
+        raise OperationalError("SELECT", {}, Exception("unable to open database file"))
+
+    monkeypatch.setattr(Repository, "patient", down)
+    monkeypatch.setattr(Repository, "patient_row", down, raising=False)
+    status, check = await api.call("GET", f"/v1/patients/DOWN1/dispense-check?authority=HOSP&on={START.isoformat()}")
+    assert (200, False, "STORE_UNAVAILABLE") == (status, check["authorized"], check["code"])
+    for method, path, kw in [
+        ("GET", "/v1/patients/DOWN1?authority=HOSP", {}),
+        ("POST", "/v1/patients", {"json": {"id": "DOWN2", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat()}}),
+    ]:
+        async with api.s.request(method, api.base + path, **kw) as r:
+            body = await r.json()
+            assert (503, "store_unavailable") == (r.status, body["error"]), (path, r.status, body)
+            assert "Retry-After" in r.headers
+    monkeypatch.undo()
+    assert (await api.check("DOWN1", START))["authorized"]  # answered again once it is back

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError
 
+from rems_ingest.adapters.db.engines import as_dbapi_error
 from rems_ingest.adapters.db.repository import Repository
 from rems_ingest.adapters.db.store import Store, StoreError
 from rems_ingest.core.model import PatientKey
@@ -27,15 +28,32 @@ class StoreUnitOfWork:
 
         try:
             return await self.store.write(tx, durable=durable, locks=locks)
-        except StoreError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except DataError as exc:  # a value the database refuses (too long, out of range): never AE
-            raise RefusedByStore(type(exc.orig).__name__ if exc.orig else "DataError") from exc
-        except DBAPIError as exc:  # connection lost, constraint race: the same work can succeed later
-            raise StoreUnavailable(type(exc).__name__) from exc
+        except Exception as exc:
+            mapped = _port_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def read(self, fn: Callable[[Repositories], T]) -> T:
-        return await self.store.aread(lambda conn: fn(Repository(conn)))
+        try:
+            return await self.store.aread(lambda conn: fn(Repository(conn)))
+        except Exception as exc:  # a read on a store that is away is "unavailable" too, never a 500
+            mapped = _port_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+
+def _port_error(exc: Exception) -> Exception:
+    """A store error as one of the ports' two kinds; any other exception (the use case's own) as it is."""
+    if isinstance(exc, StoreError):
+        return StoreUnavailable(str(exc))
+    wrapped = as_dbapi_error(exc)  # the hot statements' driver errors too
+    if isinstance(wrapped, DataError):  # a value the database refuses (too long, out of range): never AE
+        return RefusedByStore(type(wrapped.orig).__name__ if wrapped.orig else "DataError")
+    if wrapped is not None:  # connection lost, constraint race: the same work can succeed later
+        return StoreUnavailable(type(wrapped).__name__)
+    return exc
 
 
 class StoreOutboxSource:

@@ -24,6 +24,7 @@ from rems_ingest.observability import metrics
 from rems_ingest.service.access import AccessTrail, Identity, Permission
 from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
 from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
+from rems_ingest.service.ports import RefusedByStore, StoreUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("rems_ingest.http")
@@ -52,6 +53,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(401, "unauthenticated", exc.detail, {"WWW-Authenticate": 'Bearer realm="rems-ingest"'})
     except TooManyFailures:
         return _error(429, "too_many_failures", "too many failed authentications from this address; wait a minute", {"Retry-After": "60"})
+    except StoreUnavailable:  # nothing was decided or changed: the same request can succeed later
+        return _error(503, "store_unavailable", "the store cannot be reached; retry shortly", {"Retry-After": "5"})
+    except RefusedByStore as exc:
+        return _error(422, "refused_by_store", f"the store refused a value ({exc})")
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":  # redirects, and errors already JSON
             raise

@@ -21,7 +21,7 @@ def _roles(p: Permission) -> str:
 
 def _op(summary: str, permission: Permission | None, ok: int = 200, body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     responses: dict[str, Any] = {str(ok): {"description": "OK", "content": {"application/json": {"schema": _OBJECT}}}}
-    for code in ("400", "401", "403", "404", "405", "409", "413", "422", "429"):
+    for code in ("400", "401", "403", "404", "405", "409", "413", "422", "429", "503"):
         responses[code] = {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
     op: dict[str, Any] = {"summary": summary + (f" (roles: {_roles(permission)})" if permission else ""), "responses": responses}
     if permission is None:
