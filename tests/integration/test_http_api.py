@@ -299,3 +299,22 @@ async def test_a_store_that_is_down_is_a_json_503_with_retry_after_never_a_500(a
             assert "Retry-After" in r.headers
     monkeypatch.undo()
     assert (await api.check("DOWN1", START))["authorized"]  # answered again once it is back
+
+
+async def test_the_console_says_the_store_cannot_be_reached_in_a_page(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An on-call psychiatrist opening a patient while the database is away reads why, in the
+    console's own page (503, Retry-After), not a JSON error or a blank 500."""
+    from sqlalchemy.exc import OperationalError
+
+    from rems_ingest.adapters.db.repository import Repository
+
+    await started(api, "DOWNUI")
+
+    def down(*_a: Any, **_k: Any) -> Any:
+        raise OperationalError("SELECT", {}, Exception("unable to open database file"))
+
+    monkeypatch.setattr(Repository, "patient", down)
+    async with api.s.get(api.base + "/ui/patients/DOWNUI?authority=HOSP") as r:
+        page = await r.text()
+        assert (503, "text/html") == (r.status, r.content_type) and "Retry-After" in r.headers
+        assert "store cannot be reached" in page and "nothing was changed" in page

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -31,6 +32,7 @@ from rems_ingest.service.access import AccessTrail, Identity, Permission
 from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
 from rems_ingest.service.commands import EnrollPatient, RecordEvent, clinic_csv_rows, parse_date
 from rems_ingest.service.feeds import FeedService
+from rems_ingest.service.ports import StoreUnavailable
 from rems_ingest.service.replay import ReplayService
 from rems_ingest.service.worklists import LISTS, Filters, WorklistService
 
@@ -68,6 +70,19 @@ class Console:
         app.router.add_post("/ui/patients/{id}/unenroll", self.post_unenroll)
         app.router.add_post("/ui/import", self.post_import)
         app.router.add_static("/ui/static", HERE / "static")
+        app.middlewares.append(self.unavailable)
+
+    @web.middleware
+    async def unavailable(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """A console page while the store cannot be reached says so in a page (the API answers JSON)."""
+        try:
+            return await handler(request)
+        except StoreUnavailable:
+            if not request.path.startswith("/ui"):
+                raise
+            page = self.render("base.html", request, None, "", status=503, error="The store cannot be reached right now; nothing was changed. Try again in a few seconds.")
+            page.headers["Retry-After"] = "5"
+            return page
 
     # ------------------------------------------------------------ identity, CSRF, rendering
 
