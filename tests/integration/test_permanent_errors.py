@@ -143,3 +143,49 @@ async def test_a_bug_in_reading_one_message_is_AR_kept_and_the_connection_keeps_
     assert code == "AR" and errs and "207" in errs[0]
     assert _msa_err(after)[0] == "AA"
     assert ["REJECTED"] == await _statuses(daemon, "BUG-2")
+
+
+@pytest.mark.parametrize("via", ["the driver's cursor", "SQLAlchemy"])
+async def test_a_constraint_the_message_always_breaks_is_AR_kept_and_the_feed_moves_on(daemon: Daemon, monkeypatch: pytest.MonkeyPatch, via: str) -> None:
+    """Every hot insert resolves a race with ON CONFLICT, so a constraint error left is the same on
+    every resend: AE would stall the lab's feed behind this message for ever. (A real race is
+    retried inside the store first.)"""
+    from sqlalchemy import text
+
+    def violates(self: Repository, rows: object) -> None:
+        sql = "INSERT INTO outbox (id) VALUES (NULL)"  # NOT NULL columns missing, on both stores
+        if via == "SQLAlchemy":
+            self.conn.execute(text(sql))
+        else:
+            self.conn.connection.dbapi_connection.cursor().execute(sql)  # type: ignore[union-attr]
+
+    monkeypatch.setattr(Repository, "insert_observations", violates)
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        ack = await c.send(oru("CON-1", "CON1", TODAY, "1.8", "CON-1"))
+        monkeypatch.undo()
+        after = await c.send(oru("CON-2", "CON2", TODAY, "1.8", "CON-2"))
+    assert _msa_err(ack)[0] == "AR", ack
+    assert ["REJECTED"] == await _statuses(daemon, "CON-1")
+    assert _msa_err(after)[0] == "AA"
+    assert daemon.readiness()["ready"]
+
+
+async def test_a_constraint_error_that_goes_away_on_a_re_run_is_retried_inside_the_store(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two daemons racing on one row: the loser's transaction is re-run and the sender gets AA."""
+    from rems_ingest.observability import metrics
+
+    real, tries = Repository.insert_observations, []
+
+    def races_once(self: Repository, rows: list[dict[str, object]]) -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            self.conn.connection.dbapi_connection.cursor().execute("INSERT INTO outbox (id) VALUES (NULL)")  # type: ignore[union-attr]
+        real(self, rows)
+
+    before = metrics.REGISTRY.get_sample_value("rems_store_retries_total", {"reason": "constraint"}) or 0
+    monkeypatch.setattr(Repository, "insert_observations", races_once)
+    async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:
+        ack = await c.send(oru("RACE-1", "RACE1", TODAY, "1.8", "RACE-1"))
+    assert _msa_err(ack)[0] == "AA" and len(tries) == 2
+    assert (metrics.REGISTRY.get_sample_value("rems_store_retries_total", {"reason": "constraint"}) or 0) == before + 1
+    assert ["PROCESSED"] == await _statuses(daemon, "RACE-1")

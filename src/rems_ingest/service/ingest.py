@@ -58,9 +58,9 @@ def _insert_message(repo: Repositories, m: ParsedMessage, dkey: str, now: dateti
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Could the same message succeed later? Store unreachable, locked, full, a lost
-    connection or a constraint race: yes (AE). A value the store refuses (too long, out of
-    range) or an error in processing this message's content: no (AR, kept as REJECTED)."""
+    """Could the same message succeed later? Store unreachable, locked, full or a lost
+    connection: yes (AE). A value or constraint the store refuses (too long, out of range) or an
+    error in processing this message's content: no (AR, kept as REJECTED)."""
     return isinstance(exc, (ports.StoreUnavailable, OSError, TimeoutError))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from rems_ingest.adapters.db.engines import as_dbapi_error
 from rems_ingest.adapters.db.repository import Repository
@@ -49,9 +49,12 @@ def _port_error(exc: Exception) -> Exception:
     if isinstance(exc, StoreError):
         return StoreUnavailable(str(exc))
     wrapped = as_dbapi_error(exc)  # the hot statements' driver errors too
-    if isinstance(wrapped, DataError):  # a value the database refuses (too long, out of range): never AE
-        return RefusedByStore(type(wrapped.orig).__name__ if wrapped.orig else "DataError")
-    if wrapped is not None:  # connection lost, constraint race: the same work can succeed later
+    # a value the database refuses (too long, out of range), or a constraint still broken after
+    # the store re-ran the transaction (every hot insert settles a race with ON CONFLICT): the
+    # same work fails the same way every time, so never AE (it would stall the lab's feed)
+    if isinstance(wrapped, (DataError, IntegrityError)):
+        return RefusedByStore(type(wrapped.orig).__name__ if wrapped.orig else type(wrapped).__name__)
+    if wrapped is not None:  # connection lost, database locked or full: the same work can succeed later
         return StoreUnavailable(type(wrapped).__name__)
     return exc
 
