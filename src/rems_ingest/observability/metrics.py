@@ -36,7 +36,7 @@ STORE_WRITE_FAILING = Gauge("rems_store_write_failing", "1 while the last store 
 STORE_RETRIES = Counter(
     "rems_store_retries_total",
     "Work the store ran again: a shared group rolled back and re-run job by job (group_failed), or a "
-    "PostgreSQL deadlock / serialization failure retried (deadlock, serialization)",
+    "PostgreSQL deadlock / serialization failure retried (deadlock, serialization), or a constraint error re-run (constraint)",
     ["reason"],
     registry=REGISTRY,
 )

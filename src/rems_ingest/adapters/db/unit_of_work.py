@@ -3,7 +3,7 @@ a ``Repository`` on its connection, and store errors become the ports' two kinds
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 from sqlalchemy.engine import Connection
@@ -26,22 +26,21 @@ class StoreUnitOfWork:
         def tx(conn: Connection) -> T:
             return fn(Repository(conn))
 
-        try:
-            return await self.store.write(tx, durable=durable, locks=locks)
-        except Exception as exc:
-            mapped = _port_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+        return await _ported(self.store.write(tx, durable=durable, locks=locks))
 
     async def read(self, fn: Callable[[Repositories], T]) -> T:
-        try:
-            return await self.store.aread(lambda conn: fn(Repository(conn)))
-        except Exception as exc:  # a read on a store that is away is "unavailable" too, never a 500
-            mapped = _port_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+        return await _ported(self.store.aread(lambda conn: fn(Repository(conn))))  # a store that is away: unavailable, never a 500
+
+
+async def _ported(work: Awaitable[T]) -> T:
+    """Await a store call; its store errors come out as the ports' kinds (see _port_error)."""
+    try:
+        return await work
+    except Exception as exc:
+        mapped = _port_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
 
 
 def _port_error(exc: Exception) -> Exception:
