@@ -78,10 +78,18 @@ def _login(browser: object, d: DaemonProcess, token: str) -> None:
 def _until(browser: object, condition: object, seconds: float = 15) -> None:
     """Wait for a page the click started: an element read while the old page goes away is stale,
     which only means "not yet"."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, seconds, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(condition)  # type: ignore[arg-type]
+    def settled(drv: object) -> object:
+        try:
+            return condition(drv)  # type: ignore[operator]
+        except WebDriverException as exc:  # chromium's own word for a stale node
+            if "does not belong to the document" in str(exc.msg):
+                return False
+            raise
+
+    WebDriverWait(browser, seconds, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(settled)  # type: ignore[arg-type]
 
 
 def _count(browser: object, name: str) -> int:
