@@ -56,7 +56,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, object]:
         async def sender() -> None:
             nonlocal rejected
             while pending:
-                ack = await ingest.handle_frame(pending.pop(), "bench")
+                ack = await ingest.handle_frame(pending.pop(), "127.0.0.1:0")
                 if not isinstance(ack, bytes) or b"MSA|AA|" not in ack:
                     rejected += 1
 

@@ -152,6 +152,7 @@ class Daemon:
         self.supervisor.spawn("outbox_gauges", lambda: self.relay.watch_backlog(self.stop, on_progress=self.supervisor.beater("outbox_gauges")))
         self.supervisor.spawn("overdue_sweeper", self._sweeper)
         self.supervisor.spawn("timeline_snapshots", self._snapshots)
+        self.supervisor.spawn("feed_watchdog", self._feed_watchdog)
         if self.store.dialect == "sqlite":
             self.supervisor.spawn("wal_checkpoint", self._checkpoints)
         self.started.set()
@@ -173,6 +174,17 @@ class Daemon:
             await self.clinic.sweep_overdue()
             self._sweep_retry = False
             self.supervisor.beat("overdue_sweeper")
+
+    async def _feed_watchdog(self) -> None:
+        """Every sweep.feed_check_seconds: is each registered lab feed still sending? A failed
+        look propagates to the supervisor (logged, counted, restarted, shown on /readyz)."""
+        while not self.stop.is_set():
+            await self.services.watchdog.check()
+            self.supervisor.beat("feed_watchdog")
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.settings.sweep.feed_check_seconds)
+            except TimeoutError:
+                pass
 
     async def _checkpoints(self, every: float = 0.25) -> None:
         """SQLite: checkpoint the WAL on a thread of its own, so no message's commit pays for

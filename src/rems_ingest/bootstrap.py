@@ -19,6 +19,7 @@ from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder
 from rems_ingest.service.access import AccessTrail, Identity, TokenService, parse_roles
 from rems_ingest.service.clinic import ClinicService
+from rems_ingest.service.feed_watchdog import FeedWatchdog
 from rems_ingest.service.feeds import FeedService
 from rems_ingest.service.ingest import IngestService
 from rems_ingest.service.replay import ReplayService
@@ -41,6 +42,7 @@ class Services:
     worklists: WorklistService
     feeds: FeedService
     snapshots: SnapshotService
+    watchdog: FeedWatchdog
 
 
 def relay_owner(s: Settings, *, pid: int) -> str:
@@ -67,10 +69,12 @@ def build_services(s: Settings, *, create_store: bool = True) -> Services:
         owner=relay_owner(s, pid=os.getpid()),
     )
     uow = StoreUnitOfWork(store)
-    ingest = IngestService(uow, policy, **s.mllp.ingest_options())
+    feeds = s.registry()
+    ingest = IngestService(uow, policy, registry=feeds, **s.mllp.ingest_options())
     ingest.on_alerts = relay.wake
     clinic = ClinicService(uow, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
-    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow), WorklistService(uow, policy, timezone=s.rules.timezone), FeedService(uow), SnapshotService(uow, policy))
+    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow), WorklistService(uow, policy, timezone=s.rules.timezone), FeedService(uow, feeds), SnapshotService(uow, policy),
+                    FeedWatchdog(uow, feeds, policy, timezone=s.rules.timezone, on_alerts=relay.wake))
 
 
 def build_authenticator(s: Settings, tokens: TokenService) -> Authenticator | None:

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from rems_ingest.feeds.settings import FeedSettings
+
 if TYPE_CHECKING:
     from rems_ingest.core.plausibility import TimeLimits
+    from rems_ingest.feeds.registry import Registry
     from rems_ingest.hl7v2.codes import CodeMap
 
 DEFAULT_CONFIG = Path("config/rems-ingest.toml")
@@ -109,7 +112,9 @@ class MllpSettings(_Section):
     # a patient's state (a 2099 or 9999-12-31 "unknown" date would silence overdue alerts)
     max_future_skew_hours: float = Field(24, gt=0, le=24 * 365)
     max_result_age_days: int = Field(365, ge=1, le=36500)
-    allow: list[str] = ["0.0.0.0/0", "::/0"]
+    # connection-level pre-filter (CIDR), closed at connect: empty = none. Who may send results
+    # is decided per message by the registered [feeds] (an unregistered sender gets AR)
+    allow: list[str] = []
     processing_ids: list[str] = ["P"]
     default_charset: str = "utf-8"
     application: str = "REMS_INGEST"
@@ -118,7 +123,7 @@ class MllpSettings(_Section):
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set to require client certificates (mutual TLS)
     # site codes in OBX-3 (code or label, case-insensitive) -> what they measure; added to the built-in list
-    local_codes: dict[str, Literal["anc", "segs_abs", "bands_abs", "neut_pct", "segs_pct", "bands_pct", "wbc", "not_blood"]] = {}
+    local_codes: dict[str, Literal["anc", "segs_abs", "bands_abs", "neut_pct", "segs_pct", "bands_pct", "wbc", "not_blood", "neut_by_unit"]] = {}
 
     def time_limits(self) -> TimeLimits:
         from datetime import timedelta
@@ -140,9 +145,14 @@ class MllpSettings(_Section):
         )
 
     def code_map(self) -> CodeMap:
-        from rems_ingest.hl7v2.codes import DEFAULT_LOCAL_CODES, CodeMap, Role
+        from rems_ingest.hl7v2.codes import DEFAULT_LOCAL_CODES, CodeMap
 
-        return CodeMap({**DEFAULT_LOCAL_CODES, **{k.strip().upper(): Role(v) for k, v in self.local_codes.items()}})
+        return CodeMap({**DEFAULT_LOCAL_CODES, **self.site_codes()})
+
+    def site_codes(self) -> dict[str, Any]:
+        from rems_ingest.hl7v2.codes import Role
+
+        return {k.strip().upper(): Role(v) for k, v in self.local_codes.items()}
 
     @field_validator("allow")
     @classmethod
@@ -243,6 +253,7 @@ class RulesSettings(_Section):
 
 class SweepSettings(_Section):
     interval_seconds: float = Field(900, gt=0)
+    feed_check_seconds: float = Field(60, gt=0)  # how often the feed watchdog looks for a silent lab feed
 
 
 class LogSettings(_Section):
@@ -263,7 +274,14 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     sweep: SweepSettings = SweepSettings()
     log: LogSettings = LogSettings()
+    # the registered lab feeds ([feeds.NAME]); none: this host alone may send (loopback)
+    feeds: dict[str, FeedSettings] = {}
     shutdown_grace_seconds: float = Field(10, gt=0)
+
+    def registry(self) -> Registry:
+        from rems_ingest.feeds.settings import registry
+
+        return registry(self.feeds, self.mllp.site_codes())
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource, file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
@@ -324,6 +342,8 @@ def check_settings(s: Settings) -> None:
     s.amqp.resolved_url()
     _check_http(s.http)
     m = s.mllp
+    if not s.feeds and not _loopback(m.host):
+        raise ConfigError(f"mllp.host = {m.host} with no registered lab feed: anyone on the network could send a result that lifts a hold; register the lab's feed ([feeds.NAME] with networks or certificate_names) or bind mllp.host to 127.0.0.1")
     if bool(m.tls_cert) != bool(m.tls_key):
         raise ConfigError("mllp.tls_cert and mllp.tls_key go together: set both or neither")
     if m.tls_cert and m.tls_key:

@@ -232,7 +232,7 @@ async def test_a_message_on_postgresql_takes_five_round_trips_six_with_alerts(po
             """(round trips of one message, alerts it raised)"""
             before = await store.write(outbox_rows)
             started = asyncio.get_running_loop().time()
-            reply = await ingest.handle_frame(oru(f"RT-{n}", "RT1", START + timedelta(days=7 * n), anc, f"RT-{n}"), "test")
+            reply = await ingest.handle_frame(oru(f"RT-{n}", "RT1", START + timedelta(days=7 * n), anc, f"RT-{n}"), "127.0.0.1:0")
             turns = int((asyncio.get_running_loop().time() - started) // delay)  # the CPU between them stays under one delay
             assert isinstance(reply, bytes) and b"MSA|AA|" in reply
             return turns, await store.write(outbox_rows) - before

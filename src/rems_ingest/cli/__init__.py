@@ -18,7 +18,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from rems_ingest.adapters.db.store import StoreError
-from rems_ingest.cli import access, clinic, daemon, simulate, store
+from rems_ingest.cli import access, clinic, daemon, feeds, simulate, store
 from rems_ingest.cli._common import cli, fail
 from rems_ingest.config import ConfigError
 from rems_ingest.service.ports import RefusedByStore, StoreUnavailable
@@ -55,4 +55,4 @@ def main() -> None:
         fail(f"unexpected error ({type(exc).__name__}); rerun with --debug for the traceback", 1)
 
 
-__all__ = ["access", "cli", "clinic", "daemon", "main", "simulate", "store"]
+__all__ = ["access", "cli", "clinic", "daemon", "feeds", "main", "simulate", "store"]

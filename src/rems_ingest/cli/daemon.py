@@ -113,10 +113,12 @@ async def _send_files(files: list[Path], host: str, port: int, timeout: float, c
                     client = None
                 continue
             text = reply.decode("latin-1")
-            msa = next((s for s in text.split("\r") if s.startswith("MSA")), "MSA|?")
-            code = msa.split("|")[1] if "|" in msa else "?"
-            counts["accepted" if code in ("AA", "CA") else "rejected (AE/AR)"] += 1
-            click.echo(f"{f.name}: {code}  {text.strip().replace(chr(13), ' | ')}")
+            # a file of several messages is answered with one ACK each (a response batch):
+            # the file is accepted only if every one of them was
+            codes = [s.split("|")[1] if "|" in s else "?" for s in text.split("\r") if s.startswith("MSA")] or ["?"]
+            ok = all(c in ("AA", "CA") for c in codes)
+            counts["accepted" if ok else "rejected (AE/AR)"] += 1
+            click.echo(f"{f.name}: {','.join(codes)}  {text.strip().replace(chr(13), ' | ')}")
     finally:
         if client is not None:
             await client.__aexit__(None, None, None)

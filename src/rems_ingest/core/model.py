@@ -165,6 +165,8 @@ class AlertKind(str, Enum):
     DISPENSE_RELEASE = "pharmacy.release"
     ALERT_SUPERSEDED = "alert.superseded"
     DATA_QUALITY = "data.quality"
+    FEED_SILENT = "feed.silent"  # a lab feed sent nothing for longer than its threshold (integration on-call)
+    FEED_RESUMED = "feed.resumed"  # traffic came back on a silent feed
 
 
 class Severity(str, Enum):

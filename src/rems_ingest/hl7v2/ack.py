@@ -114,6 +114,9 @@ def _err(e: ErrDetail, d: Delimiters, modern: bool) -> str:
     else:
         loc = e.location.split("^") + ["", "", ""]
         sub = d.subcomponent
-        eld = cs.join(loc[:3] + [f"{e.code}{sub}{escape(e.text, d)}{sub}HL70357"])
+        # 2.3/2.4 have no ERR-8: the reason rides in the coded element's text ("Table value not
+        # found" alone does not tell a lab which code to map)
+        words = f"{e.text}: {e.message}"[:200] if e.message else e.text
+        eld = cs.join(loc[:3] + [f"{e.code}{sub}{escape(words, d)}{sub}HL70357"])
         err = ["ERR", eld]
     return d.field.join(err).rstrip(d.field)

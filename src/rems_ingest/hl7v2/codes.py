@@ -25,6 +25,9 @@ class Role(str, Enum):
     NEUT_FRACTION = "neut_fraction"  # 71676-1: decimal fraction, no unit
     WBC = "wbc"
     NOT_BLOOD = "not_blood"
+    # a local neutrophil code labs use for the count and the percentage alike (WinPath NE,
+    # SUPERLIS NEUT): the unit says which, and without a count or % unit it is not read
+    NEUT_BY_UNIT = "neut_by_unit"
 
 
 LOINC: dict[str, Role] = {
@@ -69,7 +72,10 @@ DEFAULT_LOCAL_CODES: dict[str, Role] = {
     **{k: Role.ANC for k in ["ANC", "ABS NEUT", "ABSNEUT", "ABSNEU", "NEUTABS", "NEUT ABS", "NEUT#", "NEU#", "NE#", "NEUT #",
                               "NEUTRO ABS", "NEUTROPHILS, ABSOLUTE", "ABSOLUTE NEUTROPHILS", "ABSOLUTE NEUTROPHIL COUNT"]},
     **{k: Role.NEUT_PCT for k in ["NEUT%", "NEU%", "NE%", "NEUT %"]},
-    **{k: Role.WBC for k in ["WBC"]},
+    **{k: Role.WBC for k in ["WBC", "WCC", "WBCC"]},
+    # seen in UK WinPath and Queensland SUPERLIS feeds (interop corpus): a count when the unit is
+    # one (x10^9/L), a percentage when it is %
+    **{k: Role.NEUT_BY_UNIT for k in ["NEUT", "NE", "NEU", "NEUTROPHILS", "NEUTS"]},
 }
 
 # A neutrophil LOINC whose label names another cell type is suspect (3-part analyzers).
@@ -89,6 +95,8 @@ class CodeMap:
     """LOINC plus site-configured local codes."""
 
     local: dict[str, Role] = field(default_factory=lambda: dict(DEFAULT_LOCAL_CODES))
+    # the unit a feed means for a local code when OBX-6 is empty (KCH sends NEUT "3.16" alone)
+    units: dict[str, str] = field(default_factory=dict)
     # field_classifier() results by delimiter set, then by raw OBX-3 text: a feed repeats a few
     # dozen codes and every CBC carries ~10 OBX (bounded, emptied when full)
     memo: dict[Delimiters, dict[str, tuple[Role | None, str, str, str]]] = field(default_factory=dict, compare=False, repr=False)
@@ -141,6 +149,16 @@ for _u in ["/ul", "/mm3", "/cumm", "/cmm", "ul", "mm3", "10*6/l", "10^6/l"]:
     _UNIT_FACTORS[_u] = Decimal(1)
 
 PERCENT = "%"
+
+
+def by_unit(role: Role, unit_field: str, component_sep: str = "^") -> Role:
+    """A NEUT_BY_UNIT code read as the count or the percentage its unit says it is."""
+    if role is not Role.NEUT_BY_UNIT:
+        return role
+    factor = resolve_unit(unit_field, component_sep)[0]
+    if factor == PERCENT:
+        return Role.NEUT_PCT
+    return Role.ANC if factor is not None else role
 
 
 def normalise_unit(unit: str) -> str:

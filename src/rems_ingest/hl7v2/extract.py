@@ -25,7 +25,8 @@ from rems_ingest.hl7v2.errors import (
 from rems_ingest.hl7v2.message import Delimiters, delimiters_of, segments, unescape
 from rems_ingest.hl7v2.order import Issue, Observation, ObxRow, Order, OrderReader, anc_not_read
 
-SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
+# 2.2 reads ORU^R01 the same way (UK WinPath and Mirth test feeds still send it)
+SUPPORTED_VERSIONS = frozenset({"2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
 
 
 class SegmentView(Protocol):
@@ -86,15 +87,16 @@ def read_header(msh: SegmentView, d: Delimiters) -> Header:
     )
 
 
-def check_header(h: Header, processing_ids: Iterable[str] = ("P",)) -> None:
-    """Original-mode order: MSH-9, MSH-12, MSH-11 first; AR for what we do not handle."""
+def check_header(h: Header, processing_ids: Iterable[str] = ("P",), versions: Iterable[str] = SUPPORTED_VERSIONS) -> None:
+    """Original-mode order: MSH-9, MSH-12, MSH-11 first; AR for what we do not handle.
+    ``versions``: the HL7 versions accepted (a feed may narrow the supported set)."""
     if not h.control_id:
         raise RequiredFieldMissing("MSH-10 message control id is empty", "MSH^1^10")
     if h.message_type != "ORU":
         raise UnsupportedMessageType(f"unsupported message type {h.message_type or '(empty)'}", "MSH^1^9")
     if h.trigger != "R01":
         raise UnsupportedEvent(f"unsupported event ORU^{h.trigger or '(empty)'}", "MSH^1^9")
-    if h.version not in SUPPORTED_VERSIONS:
+    if h.version not in SUPPORTED_VERSIONS or h.version not in set(versions):
         raise UnsupportedVersion(f"unsupported HL7 version {h.version or '(empty)'}", "MSH^1^12")
     if h.processing_id not in set(processing_ids):
         raise UnsupportedProcessingId(f"processing id {h.processing_id or '(empty)'} is not accepted", "MSH^1^11")
@@ -131,9 +133,11 @@ def _patient(pid: SegmentView, d: Delimiters) -> tuple[PatientKey | None, str]:
 _DEFAULT_CODES = CodeMap()
 
 
-def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeMap | None = None, header: Header | None = None) -> Extraction:
+def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeMap | None = None, header: Header | None = None, draw_time: str = "collection") -> Extraction:
     """Core of extraction over any tokenizer's segments (fast path or python-hl7 reference);
-    ``header``: MSH already read from ``segs[0]`` by the caller."""
+    ``header``: MSH already read from ``segs[0]`` by the caller. ``draw_time``: "collection"
+    dates a result by SPM-17, then OBR-7, then OBX-14 (monitoring intervals count from the
+    draw); "observation" by OBX-14 first (a feed whose OBR-7 is not the draw)."""
     cm = code_map or _DEFAULT_CODES
     classify_field = cm.field_classifier(d)
     header = header or read_header(segs[0], d)
@@ -143,10 +147,11 @@ def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeM
     patient_issue = "no PID segment before the results"
     group: Order | None = None
     obr_count = 0
+    obx_count = 0
 
     def flush() -> None:
         if group is not None and group.rows:
-            OrderReader(group, header.message_time, header.control_id, d, observations, issues).read()
+            OrderReader(group, header.message_time, header.control_id, d, observations, issues, draw_time).read()
         elif group is not None and group.blood_count_order and group.patient is not None:
             issues.append(anc_not_read(group))
 
@@ -161,29 +166,40 @@ def extract_segments(segs: Sequence[SegmentView], d: Delimiters, code_map: CodeM
             obr_count += 1
             filler = seg[3].split(d.component)[0].strip() or seg[2].split(d.component)[0].strip()
             group = Order(patient, patient_issue, unescape(filler, d), seg[7], seg[25].strip().upper(), obr_count, blood_count_order=codes_mod.is_blood_count_order(seg[4], d.component))
+        elif name == "SPM":
+            if group is not None and not group.spm_time:
+                group.spm_time = seg[17]
         elif name == "OBX":
+            obx_count += 1
             if group is None:  # OBX without an OBR (or after SPM in some feeds): keep it, key on MSH-10
                 obr_count += 1
                 group = Order(patient, patient_issue, "", "", "", obr_count)
             role, code, system, label = classify_field(seg[3])
             if role is None:
                 continue
+            unit = unescape(seg[6].split(d.repetition)[0], d)
+            if not unit.strip() and cm.units:
+                unit = cm.units.get(code.upper(), "")
             group.rows.append(
                 ObxRow(
-                    index=len(group.rows) + 1,
-                    role=role,
+                    index=obx_count,
+                    role=codes_mod.by_unit(role, unit, d.component),
                     code=code,
                     system=system,
                     label=label,
                     value_type=seg[2].strip().upper(),
                     value=seg[5].split(d.repetition)[0],
-                    unit=unescape(seg[6].split(d.repetition)[0], d),
+                    unit=unit,
                     status=seg[11].strip().upper(),
                     obs_time=seg[14],
                     sub_id=seg[4].strip(),
                 )
             )
     flush()
+    # WinPath sends the FBC and its differential as two orders: a WBC-only order is no missing
+    # ANC when another order of the message gave that patient one
+    read_for = {o.patient for o in observations}
+    issues = [i for i in issues if not (i.code == 103 and i.enrolled_only and i.patient in read_for)]
     return Extraction(header, tuple(observations), tuple(issues))
 
 
@@ -208,10 +224,10 @@ def split_messages(text: str) -> list[str]:
     return parts
 
 
-def extract(text: str, code_map: CodeMap | None = None) -> Extraction:
+def extract(text: str, code_map: CodeMap | None = None, draw_time: str = "collection") -> Extraction:
     """Fast path: one normalised message text -> Extraction (header not yet checked)."""
     d = delimiters_of(text)
-    return extract_segments(segments(text, d), d, code_map)
+    return extract_segments(segments(text, d), d, code_map, draw_time=draw_time)
 
 
 Extractor = Callable[[str], Extraction]

@@ -17,7 +17,7 @@ from rems_ingest.hl7v2 import codes as codes_mod
 from rems_ingest.hl7v2.codes import PERCENT, Role, label_disagrees, resolve_unit
 from rems_ingest.hl7v2.errors import DataTypeError
 from rems_ingest.hl7v2.message import Delimiters
-from rems_ingest.hl7v2.values import parse_numeric, parse_ts
+from rems_ingest.hl7v2.values import count_after_percent, parse_numeric, parse_ts
 
 # Longest identifiers the store holds (the same on SQLite and PostgreSQL): a longer one is
 # rejected at parse time (AR naming the field), never a store error answered AE for ever.
@@ -57,6 +57,7 @@ class Observation:
     censored: str = ""
     filler_order: str = ""
     wbc: Decimal | None = None  # WBC of the same order in cells/uL, if reported and usable
+    resulted_at: datetime | None = None  # OBX-14: when the analyzer or lab produced the value
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class Issue:
 class ObxRow:
     """One OBX of an order that may bear on the ANC, as read off the wire."""
 
-    index: int
+    index: int  # the OBX's occurrence in the message (ERR-2 segment sequence)
     role: Role
     code: str
     system: str
@@ -99,6 +100,7 @@ class Order:
     obr_index: int
     rows: list[ObxRow] = field(default_factory=list)
     blood_count_order: bool = False  # OBR-4 names a CBC / differential
+    spm_time: str = ""  # SPM-17 specimen collection time (2.5+), when the group has an SPM
 
 
 def result_status(row: ObxRow, group: Order) -> ResultStatus | None:
@@ -106,7 +108,7 @@ def result_status(row: ObxRow, group: Order) -> ResultStatus | None:
     return _STATUS.get(code)
 
 
-_NEUTROPHIL_ROLES = frozenset({Role.ANC, Role.SEGS_ABS, Role.NEUT_PCT, Role.SEGS_PCT, Role.NEUT_FRACTION})
+_NEUTROPHIL_ROLES = frozenset({Role.ANC, Role.SEGS_ABS, Role.NEUT_PCT, Role.SEGS_PCT, Role.NEUT_FRACTION, Role.NEUT_BY_UNIT})
 _BLOOD_COUNT_ROLES = frozenset({Role.WBC, Role.BANDS_ABS, Role.BANDS_PCT})
 
 
@@ -144,9 +146,10 @@ _DERIVING_ROLES = (Role.ANC, Role.SEGS_ABS, Role.NEUT_PCT)
 class OrderReader:
     """Reads one order of one message; appends what it finds to ``out`` and ``issues``."""
 
-    def __init__(self, g: Order, message_time: str, control_id: str, d: Delimiters, out: list[Observation], issues: list[Issue]) -> None:
+    def __init__(self, g: Order, message_time: str, control_id: str, d: Delimiters, out: list[Observation], issues: list[Issue], draw_time: str = "collection") -> None:
         self.g, self.d, self.out, self.issues = g, d, out, issues
         self.message_time, self.control_id = message_time, control_id
+        self.draw_time = draw_time  # "collection": SPM-17, OBR-7, then OBX-14; "observation": OBX-14 first
         self.by_role: dict[Role, list[ObxRow]] = {}
 
     def read(self) -> None:
@@ -154,7 +157,7 @@ class OrderReader:
         if rows is None:
             return
         g = self.g
-        self.observed = parse_ts(g.obr_time) or parse_ts(self.message_time)
+        self.collected = parse_ts(g.spm_time) or parse_ts(g.obr_time)
         self.filler = g.filler or f"{self.control_id}/{g.obr_index}"
         if len(self.filler) > MAX_ID_CHARS + 8:
             raise DataTypeError(f"message control id longer than {MAX_ID_CHARS} characters (it keys results without a filler order number)", "MSH^1^10")
@@ -183,10 +186,20 @@ class OrderReader:
             if g.blood_count_order or any(r.role in _BLOOD_COUNT_ROLES for r in rows):
                 self.issues.append(anc_not_read(g))
             return None
+        return self._without_suspect(rows)
+
+    def _without_suspect(self, rows: list[ObxRow]) -> list[ObxRow]:
+        """Drop (with an issue each) neutrophil rows whose label names another cell type, and
+        local neutrophil codes whose unit says neither a count nor a percentage."""
+        g = self.g
         mislabelled = [r for r in rows if r.role in _DERIVING_ROLES and label_disagrees(r.label)]
         for r in mislabelled:
             self.issues.append(Issue(g.patient, 103, f"OBX^{r.index}^3", f"code {r.code} is a neutrophil code but its label names another cell type"))
-        return [r for r in rows if r not in mislabelled]
+        unread = [r for r in rows if r.role is Role.NEUT_BY_UNIT]
+        for r in unread:
+            said = f"unit {r.unit.strip()[:20]!r}" if r.unit.strip() else "no unit"
+            self.issues.append(Issue(g.patient, 103, f"OBX^{r.index}^6", f"{r.code}: {said}, so it cannot be told a count from a percentage (declare its unit in the feed's units)"))
+        return [r for r in rows if r not in mislabelled and r not in unread]
 
     # ------------------------------------------------------------ the three ways to an ANC
 
@@ -237,6 +250,8 @@ class OrderReader:
         if st in (ResultStatus.DELETED, ResultStatus.WRONG) and not r.value.strip():
             return Decimal(0), ""
         num = parse_numeric(r.value, r.value_type, d.component)
+        if num is None and (count := count_after_percent(r.value)) is not None:
+            num = parse_numeric(count, r.value_type, d.component)
         if num is None:
             if st not in (ResultStatus.CANNOT_OBTAIN, None):
                 self.issues.append(Issue(g.patient, 102, _loc(r), f"{r.code} value is not a number"))
@@ -288,11 +303,15 @@ class OrderReader:
     def _make(self, r: ObxRow, value: Decimal, derived: bool = False, censored: str = "", status: ResultStatus | None = None, code: str | None = None) -> None:
         g = self.g
         st = status or result_status(r, g)
-        t = parse_ts(r.obs_time) or self.observed
+        resulted = parse_ts(r.obs_time)
+        if self.draw_time == "observation":
+            t = resulted or self.collected or parse_ts(self.message_time)
+        else:
+            t = self.collected or resulted or parse_ts(self.message_time)
         if st is None or st is ResultStatus.CANNOT_OBTAIN:
             return
         if t is None:
-            self.issues.append(Issue(g.patient, 101, f"OBX^{r.index}^14", "no observation time in OBX-14, OBR-7 or MSH-7"))
+            self.issues.append(Issue(g.patient, 101, f"OBX^{r.index}^14", "no specimen time in SPM-17, OBR-7, OBX-14 or MSH-7"))
             return
         assert g.patient is not None  # read() returns early without one
         c = code or r.code
@@ -311,6 +330,7 @@ class OrderReader:
                 censored=censored,
                 filler_order=g.filler,
                 wbc=self._order_wbc(),
+                resulted_at=resulted,
             )
         )
 

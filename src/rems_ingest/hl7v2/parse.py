@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.decode import DEFAULT_MAX_SEGMENTS, decode
@@ -24,6 +25,28 @@ class ParsedMessage:
     extraction: Extraction | None = None
     error: Hl7Error | None = None
     is_ack: bool = False
+    feed: str = ""  # the registered feed it came through ("" when refused before one was found)
+
+
+class FeedReading(Protocol):
+    """How a registered feed is read (feeds.registry.Feed): codes, draw time, versions."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def code_map(self) -> CodeMap: ...
+    @property
+    def draw_time(self) -> str: ...
+    @property
+    def versions(self) -> frozenset[str]: ...
+
+
+class FeedRouter(Protocol):
+    """The feed a message comes through, or the rejection of its sender (feeds.registry)."""
+
+    def __call__(self, header: Header) -> FeedReading | Hl7Error: ...
+
+    def authorities(self, feed: FeedReading, authorities: Iterable[str]) -> Hl7Error | None: ...
 
 
 def _header_only(text: str) -> Header | None:
@@ -43,6 +66,7 @@ def parse_frame(
     max_segments: int = DEFAULT_MAX_SEGMENTS,
     code_map: CodeMap | None = None,
     extractor: Callable[[str, CodeMap | None], Extraction] = extract,
+    router: FeedRouter | None = None,
 ) -> list[ParsedMessage]:
     """Never raises for bad input: every problem becomes a ``ParsedMessage.error``."""
     try:
@@ -53,7 +77,7 @@ def parse_frame(
     texts = split_messages(decoded.text)
     if not texts:  # e.g. a batch envelope with no message in it: still answer
         return [ParsedMessage(text="", charset=decoded.charset, header=None, error=Unparseable("frame holds no MSH segment", "MSH^1"))]
-    return [parse_text(t, decoded.charset, processing_ids=processing_ids, code_map=code_map, extractor=extractor) for t in texts]
+    return [parse_text(t, decoded.charset, processing_ids=processing_ids, code_map=code_map, extractor=extractor, router=router) for t in texts]
 
 
 def parse_text(
@@ -63,8 +87,11 @@ def parse_text(
     processing_ids: Iterable[str] = ("P",),
     code_map: CodeMap | None = None,
     extractor: Callable[[str, CodeMap | None], Extraction] = extract,
+    router: FeedRouter | None = None,
 ) -> ParsedMessage:
-    """One decoded message (live traffic, or a stored one being replayed); never raises."""
+    """One decoded message (live traffic, or a stored one being replayed); never raises.
+    ``router``: the registered feeds; a message no feed may send is refused, and one that a
+    feed may send is read the feed's way (its codes, draw time and versions)."""
     try:  # tokenized once: the header comes from the same segments the fast extractor reads
         d = delimiters_of(text)
         segs = segments(text, d)
@@ -75,13 +102,30 @@ def parse_text(
         return ParsedMessage(text, charset, None, error=Unparseable("invalid or missing MSH segment", "MSH^1"))
     if header.message_type == "ACK":
         return ParsedMessage(text, charset, header, is_ack=True)
+    feed: FeedReading | None = None
+    if router is not None:
+        routed = router(header)
+        if isinstance(routed, Hl7Error):
+            return ParsedMessage(text, charset, header, error=routed)
+        feed, code_map = routed, routed.code_map
     try:
-        check_header(header, processing_ids)
-        extraction = extract_segments(segs, header.delimiters, code_map, header) if extractor is extract else extractor(text, code_map)
+        if feed is None:
+            check_header(header, processing_ids)
+            extraction = extract_segments(segs, header.delimiters, code_map, header) if extractor is extract else extractor(text, code_map)
+        else:
+            check_header(header, processing_ids, feed.versions)
+            extraction = extract_segments(segs, header.delimiters, code_map, header, feed.draw_time)
+            refused = router.authorities(feed, {p.authority for p in _patients(extraction)}) if router is not None else None
+            if refused is not None:
+                return ParsedMessage(text, charset, header, error=refused, feed=feed.name)
     except Hl7Error as exc:
-        return ParsedMessage(text, charset, header, error=exc)
+        return ParsedMessage(text, charset, header, error=exc, feed=feed.name if feed else "")
     except (RecursionError, ValueError, IndexError, ArithmeticError) as exc:
         return ParsedMessage(text, charset, header, error=Unparseable(f"message could not be read ({type(exc).__name__})"))
     except Exception as exc:  # noqa: BLE001 - a defect must still get an answer, never a dropped connection
         return ParsedMessage(text, charset, header, error=ReadFailed(f"message could not be processed ({type(exc).__name__}); kept for replay"))
-    return ParsedMessage(text, charset, header, extraction=extraction)
+    return ParsedMessage(text, charset, header, extraction=extraction, feed=feed.name if feed else "")
+
+
+def _patients(ex: Extraction) -> set:  # type: ignore[type-arg]
+    return {o.patient for o in ex.observations} | {i.patient for i in ex.issues if i.patient is not None}

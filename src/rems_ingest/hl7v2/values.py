@@ -12,6 +12,16 @@ from rems_ingest.hl7v2.memo import remember_short
 _NUM = re.compile(r"^\s*(<=|>=|<|>|=)?\s*([+-]?\d+(?:[.,]\d+)?|[+-]?[.,]\d+)\s*(?:[HL*]{1,2}|[HL]{2})?\s*$")
 
 
+# WinPath sends a differential as "55.0%  4.40" under a count unit: the percentage, then the count
+_PCT_THEN_COUNT = re.compile(r"^\s*[+-]?\d+(?:[.,]\d+)?\s*%\s+(\S+)\s*$")
+
+
+def count_after_percent(value: str) -> str | None:
+    """The count of a "55.0%  4.40" value (None for any other shape)."""
+    m = _PCT_THEN_COUNT.match(value)
+    return m.group(1) if m else None
+
+
 @dataclass(frozen=True, slots=True)
 class Numeric:
     value: Decimal

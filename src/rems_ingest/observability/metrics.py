@@ -18,6 +18,9 @@ ACK_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
     registry=REGISTRY,
 )
+FEED_MESSAGES = Counter("rems_feed_messages_total", "HL7 messages per registered lab feed, by outcome (accepted, warned, rejected); feed (refused) = no feed may send it", ["feed", "outcome"], registry=REGISTRY)
+FEED_LAST_MESSAGE_AGE = Gauge("rems_feed_last_message_age_seconds", "Seconds since each feed's last accepted message (any daemon's), as the watchdog last read it", ["feed"], registry=REGISTRY)
+FEED_SILENT = Gauge("rems_feed_silent", "1 while a feed is silent past its threshold (feed.silent raised), else 0", ["feed"], registry=REGISTRY)
 OBSERVATIONS = Counter("rems_observations_total", "ANC observations extracted, by outcome", ["outcome"], registry=REGISTRY)
 ALERTS = Counter("rems_alerts_created_total", "Alerts written to the outbox, by kind", ["kind"], registry=REGISTRY)
 PUBLISHED = Counter("rems_alerts_published_total", "Alerts confirmed by the broker", registry=REGISTRY)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rems_ingest.feeds.registry import Registry
 from rems_ingest.service.ports import UnitOfWork
 
 HISTORY_DAYS = 7  # the days that say what "normally sends in this hour" means
@@ -19,6 +20,7 @@ HISTORY_DAYS = 7  # the days that say what "normally sends in this hour" means
 @dataclass
 class Feed:
     sender: str
+    feed: str = ""  # the registered feed its messages came through ("" = none: refused)
     last_at: str = ""
     hourly: list[int] = field(default_factory=lambda: [0] * 24)  # the last 24 hours, oldest first
     messages: int = 0
@@ -47,7 +49,39 @@ def gone_quiet(now: datetime, counts: dict[str, int], days: int = HISTORY_DAYS) 
 @dataclass
 class FeedService:
     store: UnitOfWork
+    registry: Registry | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    async def registered(self) -> list[dict[str, Any]]:
+        """Every registered feed: who it is, what it may send, how it is read, and whether it
+        is sending (its last accepted message, and since when it is silent)."""
+        feeds = self.registry.feeds if self.registry else ()
+
+        def read(repo: Any) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:
+            return {f.name: repo.feed_last_accepted(f.name) for f in feeds}, repo.feed_states()
+
+        last, states = await self.store.read(read)
+        out = []
+        for f in feeds:
+            hours = f"{f.lab_hours[0]:%H:%M}-{f.lab_hours[1]:%H:%M}" if f.lab_hours else ""
+            out.append({
+                "name": f.name,
+                "networks": [str(n) for n in f.networks],
+                "certificate_names": list(f.certificate_names),
+                "fingerprints": list(f.fingerprints),
+                "applications": list(f.applications),
+                "facilities": list(f.facilities),
+                "authorities": list(f.authorities),
+                "draw_time": f.draw_time,
+                "versions": sorted(f.versions),
+                "units": dict(f.code_map.units),
+                "lab_hours": hours,
+                "silent_after_minutes": int(f.silent_after.total_seconds() // 60),
+                "silent_after_minutes_off_hours": int(f.silent_after_off_hours.total_seconds() // 60),
+                "last_accepted_at": last.get(f.name),
+                "silent_since": (states.get(f.name) or {}).get("silent_since"),
+            })
+        return out
 
     async def feeds(self) -> list[Feed]:
         now = self.clock().astimezone(UTC)
@@ -59,6 +93,7 @@ class FeedService:
         for r in rows:
             sender = f"{r['app']} {r['facility']}".strip() or "(no MSH-3/MSH-4)"
             f = feeds.setdefault(sender, Feed(sender))
+            f.feed = f.feed or (r.get("feed") or "")
             by_sender[sender][r["hour"]] = int(r["n"])
             f.last_at = max(f.last_at, str(r["last"]))
             hour = datetime.fromisoformat(r["hour"] + ":00:00+00:00")

@@ -21,6 +21,8 @@ from rems_ingest.core.errors import CoreError
 from rems_ingest.core.model import Alert, AlertKind, AncResult, PatientKey, Phase, Severity, event_sort_key
 from rems_ingest.core.plausibility import TimeLimits, implausible_draw_time
 from rems_ingest.core.policy import RulesPolicy
+from rems_ingest.feeds.registry import ConnectionRouter, Origin, Registry
+from rems_ingest.feeds.settings import registry as feed_registry
 from rems_ingest.hl7v2.ack import ErrDetail, build_ack, commit_code, wants
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.errors import ReadFailed, StoreUnavailable, TooLarge
@@ -31,7 +33,7 @@ from rems_ingest.observability import metrics
 from rems_ingest.observability.logging import loggable_id
 from rems_ingest.service import ports
 from rems_ingest.service.outbox import outbox_entry
-from rems_ingest.service.patients import apply_event
+from rems_ingest.service.patients import DUPLICATE, apply_event
 from rems_ingest.service.ports import Repositories, UnitOfWork
 
 log = structlog.get_logger("rems_ingest.ingest")
@@ -39,7 +41,21 @@ log = structlog.get_logger("rems_ingest.ingest")
 _ERR_TEXT = {100: "Segment sequence error", 101: "Required field missing", 102: "Data type error", 103: "Table value not found", 207: "Application internal error"}
 
 
-def _insert_message(repo: Repositories, m: ParsedMessage, dkey: str, now: datetime, status: str, ack_code: str, ack_detail: str) -> int | None:
+def origin_json(origin: Origin | None) -> str | None:
+    """The connection a message came from, as stored with it (replay judges it again)."""
+    if origin is None:
+        return None
+    return json.dumps({"ip": origin.ip, "tls": origin.tls, "certificate_names": list(origin.certificate_names), "fingerprint": origin.fingerprint})[:400]
+
+
+def origin_of(stored: str | None) -> Origin | None:
+    if not stored:
+        return None
+    o = json.loads(stored)
+    return Origin(o["ip"], o["tls"], tuple(o["certificate_names"]), o["fingerprint"])
+
+
+def _insert_message(repo: Repositories, m: ParsedMessage, dkey: str, now: datetime, status: str, ack_code: str, ack_detail: str, origin: Origin | None) -> int | None:
     """The raw message row (None: this dedupe key is already stored, i.e. a resend)."""
     h = m.header
     assert h is not None
@@ -54,6 +70,8 @@ def _insert_message(repo: Repositories, m: ParsedMessage, dkey: str, now: dateti
         ack_detail=ack_detail,
         charset=m.charset,
         raw=m.text.encode("utf-8", "surrogateescape"),
+        feed=m.feed or None,
+        origin=origin_json(origin),
     )
 
 
@@ -107,6 +125,8 @@ class IngestService:
     facility: str = ""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_alerts: Callable[[], None] = lambda: None  # wake the outbox relay (only when alerts were written)
+    # who may send (issue #25): by default this host alone, as a daemon with no [feeds] registered
+    registry: Registry = field(default_factory=lambda: feed_registry({}, {}))
 
     def __post_init__(self) -> None:
         self._seq = 0
@@ -117,20 +137,23 @@ class IngestService:
 
     # ------------------------------------------------------------ MLLP entry points
 
-    async def handle_frame(self, payload: bytes, peer: str) -> bytes | list[bytes] | None:
+    async def handle_frame(self, payload: bytes, peer: str, origin: Origin | None = None) -> bytes | list[bytes] | None:
         """The reply frame(s): the ACK (or a response batch), then any enhanced-mode application
-        acknowledgements MSH-16 asked for, each its own frame on the same connection."""
+        acknowledgements MSH-16 asked for, each its own frame on the same connection.
+        ``origin``: who the connection is (address, TLS certificate); plain TCP from ``peer``."""
+        origin = origin or Origin.from_peer(peer)
+        router = ConnectionRouter(self.registry, origin)
         started = time.perf_counter()
         now = self.clock()
         acks: list[str] = []
         app_acks: list[str] = []
         charset = self.default_charset
-        for m in parse_frame(payload, default_charset=self.default_charset, processing_ids=self.processing_ids, max_segments=self.max_segments, code_map=self.code_map):
+        for m in parse_frame(payload, default_charset=self.default_charset, processing_ids=self.processing_ids, max_segments=self.max_segments, code_map=self.code_map, router=router):
             charset = m.charset
             if m.is_ack:
                 log.info("hl7_ack_ignored", control_id=loggable_id(m.header.control_id) if m.header else "")
                 continue
-            ack, app_ack = await self._answer(m, now, started)
+            ack, app_ack = await self._answer(m, now, started, origin)
             if ack is not None:
                 acks.append(ack)
             if app_ack is not None:
@@ -155,10 +178,10 @@ class IngestService:
         err = TooLarge("message exceeds the maximum frame size")
         return build_ack(header, "AR", control_id=self._control_id(), now=self.clock(), text=err.text, errors=[ErrDetail(err.err_code, err.err_text, "MSH^1", "E", err.text)]).encode("latin-1", "replace")
 
-    async def _answer(self, m: ParsedMessage, now: datetime, started: float) -> tuple[str | None, str | None]:
+    async def _answer(self, m: ParsedMessage, now: datetime, started: float, origin: Origin | None = None) -> tuple[str | None, str | None]:
         """(the ACK or enhanced-mode commit ACK if MSH-15 wants one, the application ACK if MSH-16 does)."""
         h = m.header
-        result = await (self._refused(m, now) if m.error is not None else self._stored(m, now))
+        result = await (self._refused(m, now, origin) if m.error is not None else self._stored(m, now, origin))
         code = result.ack_code
         errors = [ErrDetail(**x) for x in result.errors]
         text = "; ".join(x.message for x in errors if x.severity == "E")
@@ -167,11 +190,14 @@ class IngestService:
         if h is not None and h.enhanced:
             if not wants(h.accept_ack, commit_code(code)):
                 ack = None
-            # Processing is complete at commit, so the application ACK follows at once. Only a
-            # committed message has an application outcome: CR/CE mean "not accepted, resend".
-            if code == "AA" and wants(h.app_ack, "AA", default=False):
+            # Processing is complete at commit, so the application ACK follows at once, for a
+            # rejection too: an analyzer sending MSH-15 NE / MSH-16 AL (the IHE convention)
+            # waits for it and would otherwise hang or resend for ever
+            if wants(h.app_ack, code, default=False):
                 app_ack = build_ack(h, code, control_id=self._control_id(), now=now, text=text, errors=errors, application=self.application, facility=self.facility, commit=False)
         metrics.MESSAGES.labels(code).inc()
+        feed = m.feed or ("(refused)" if m.error is not None else "(none)")
+        metrics.FEED_MESSAGES.labels(feed, "rejected" if code in ("AR", "AE") else ("warned" if errors else "accepted")).inc()
         latency = time.perf_counter() - started
         metrics.ACK_LATENCY.observe(latency)
         # fields may have slid (a birth date where MSH-10 belongs): ids are logged by shape only,
@@ -190,7 +216,7 @@ class IngestService:
         )
         return ack, app_ack
 
-    async def _refused(self, m: ParsedMessage, now: datetime) -> IngestResult:
+    async def _refused(self, m: ParsedMessage, now: datetime, origin: Origin | None = None) -> IngestResult:
         """A message the parser refused: its NAK, kept as REJECTED when it is AR and readable."""
         h, e = m.header, m.error
         assert e is not None
@@ -199,16 +225,16 @@ class IngestService:
             if isinstance(e, ReadFailed):  # a defect, not the message: the operator must hear it
                 metrics.PERMANENT_FAILURES.inc()
                 log.error("hl7_message_rejected", control_id=loggable_id(h.control_id), error=e.text)
-            result = await self._keep_rejected(m, now, result)
+            result = await self._keep_rejected(m, now, result, origin)
         return result
 
-    async def _stored(self, m: ParsedMessage, now: datetime) -> IngestResult:
+    async def _stored(self, m: ParsedMessage, now: datetime, origin: Origin | None = None) -> IngestResult:
         """Store and apply a parsed message; AA only after the commit. A store that is away is
         AE (a resend can succeed); anything a resend cannot fix is AR, kept for a replay."""
         h = m.header
         assert m.extraction is not None and h is not None
         try:
-            result = await self.store.write(lambda repo: self._ingest(repo, m, now), locks=(o.patient for o in m.extraction.observations))
+            result = await self.store.write(lambda repo: self._ingest(repo, m, now, origin), locks=(o.patient for o in m.extraction.observations))
         except Exception as exc:  # noqa: BLE001 - never AA without a commit
             if is_transient(exc):  # AE: the same message can succeed once the store is back
                 metrics.STORE_FAILURES.inc()
@@ -219,12 +245,12 @@ class IngestService:
             metrics.PERMANENT_FAILURES.inc()
             log.error("hl7_message_rejected", control_id=loggable_id(h.control_id), error=type(exc).__name__)
             reason = f"message could not be processed ({type(exc).__name__}); kept for replay"
-            return await self._keep_rejected(m, now, IngestResult("AR", [dict(code=207, text=_ERR_TEXT[207], location="", severity="E", message=reason)]))
+            return await self._keep_rejected(m, now, IngestResult("AR", [dict(code=207, text=_ERR_TEXT[207], location="", severity="E", message=reason)]), origin)
         if result.alerts and not result.duplicate:
             self.on_alerts()
         return result
 
-    async def _keep_rejected(self, m: ParsedMessage, now: datetime, result: IngestResult) -> IngestResult:
+    async def _keep_rejected(self, m: ParsedMessage, now: datetime, result: IngestResult, origin: Origin | None = None) -> IngestResult:
         """Store a message answered AR as REJECTED with its reason: it is never lost, a replay
         can take it once the cause is fixed, and a resend gets the same answer. If even that
         write fails the answer stays AR (resending the same bytes cannot fix the message)."""
@@ -233,7 +259,7 @@ class IngestService:
 
         def tx(repo: Repositories) -> IngestResult:
             dkey = dedupe_key(h, m.text)
-            msg_id = _insert_message(repo, m, dkey, now, "REJECTED", result.ack_code, json.dumps(result.errors))
+            msg_id = _insert_message(repo, m, dkey, now, "REJECTED", result.ack_code, json.dumps(result.errors), origin)
             if msg_id is None:
                 found = repo.find_message(dkey)
                 return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
@@ -247,11 +273,11 @@ class IngestService:
 
     # ------------------------------------------------------------ the transaction
 
-    def _ingest(self, repo: Repositories, m: ParsedMessage, now: datetime) -> IngestResult:
+    def _ingest(self, repo: Repositories, m: ParsedMessage, now: datetime, origin: Origin | None = None) -> IngestResult:
         h, ex = m.header, m.extraction
         assert h is not None and ex is not None
         dkey = dedupe_key(h, m.text)
-        msg_id = _insert_message(repo, m, dkey, now, "PROCESSED" if ex.observations else "FILTERED", "AA", "[]")
+        msg_id = _insert_message(repo, m, dkey, now, "PROCESSED" if ex.observations else "FILTERED", "AA", "[]", origin)
         if msg_id is None:  # a resend: answer what was answered then, change nothing
             found = repo.find_message(dkey)
             return IngestResult(found.ack_code, json.loads(found.ack_detail), duplicate=True)
@@ -261,10 +287,12 @@ class IngestService:
         repo.insert_observations([{**r, "message_id": msg_id} for r in obs_rows])
         return result
 
-    def apply_message(self, repo: Repositories, m: ParsedMessage, dkey: str, now: datetime, received_at: datetime | None = None) -> tuple[IngestResult, list[dict[str, Any]]]:
+    def apply_message(self, repo: Repositories, m: ParsedMessage, dkey: str, now: datetime, received_at: datetime | None = None, *, replay: bool = False) -> tuple[IngestResult, list[dict[str, Any]]]:
         """Rules and outbox for one parsed message, inside the caller's transaction (live
         ingest and replay share it). Returns the result and the observation rows to store.
-        ``received_at``: when the message first arrived (a replay judges draw times by it)."""
+        ``received_at``: when the message first arrived (a replay judges draw times by it).
+        ``replay``: keep a row for every result (a replay replaces the message's own rows; live,
+        a result another message already brought unchanged is no second history row)."""
         received = received_at or now
         h, ex = m.header, m.extraction
         assert h is not None and ex is not None
@@ -279,7 +307,7 @@ class IngestService:
             key=lambda pair: event_sort_key(pair[1]),
         )
         for obs, event in events:
-            raised = self._apply_result(repo, policy, obs, event, cause, now, received, obs_rows, quality)
+            raised = self._apply_result(repo, policy, obs, event, cause, now, received, obs_rows, quality, replay)
             if raised is not None:
                 alerts += raised
                 refs.append(patient_ref(obs.patient))
@@ -288,7 +316,7 @@ class IngestService:
         return IngestResult("AA", errors, observations=len(ex.observations), alerts=alerts, patients=refs), obs_rows
 
     def _apply_result(
-        self, repo: Repositories, policy: RulesPolicy, obs: Observation, event: AncResult, cause: dict[str, str], now: datetime, received: datetime, obs_rows: list[dict[str, Any]], quality: list[_Quality]
+        self, repo: Repositories, policy: RulesPolicy, obs: Observation, event: AncResult, cause: dict[str, str], now: datetime, received: datetime, obs_rows: list[dict[str, Any]], quality: list[_Quality], replay: bool = False
     ) -> int | None:
         """One observation through the rules; the number of alerts it raised, or None (with a
         data-quality entry) when it was not applied."""
@@ -300,7 +328,7 @@ class IngestService:
             quality.append((obs.patient, 102, "OBX^14", implausible, False))
             metrics.count(metrics.OBSERVATIONS, "rejected")
             return None
-        obs_rows.append(dict(
+        obs_row = dict(
             patient_pk=row.pk,
             result_key=obs.result_key[:400],
             anc_per_ul=str(obs.anc),
@@ -312,13 +340,16 @@ class IngestService:
             original_unit=obs.original_unit[:80],
             derived=obs.derived,
             censored=obs.censored,
-        ))
+            resulted_at=obs.resulted_at.isoformat() if obs.resulted_at else None,
+        )
         try:
             applied = apply_event(repo, policy, obs.patient, event, cause=cause, now=now, row=row)
         except CoreError as exc:
             quality.append((obs.patient, 102, "OBX", str(exc), False))
             metrics.count(metrics.OBSERVATIONS, "rejected")
             return None
+        if replay or applied.changed or applied.explanation != DUPLICATE:
+            obs_rows.append(obs_row)  # the same result sent again (a new MSH-10) is one history row
         # results for patients nobody enrolled are kept (as possible baselines) and counted
         metrics.count(metrics.OBSERVATIONS, "stored" if applied.state.enrolled else "stored_not_enrolled")
         return len(applied.alerts)

@@ -17,6 +17,7 @@ from rems_ingest.core.errors import CoreError, EventNotAllowed
 from rems_ingest.core.history import merge
 from rems_ingest.core.model import (
     Alert,
+    AlertKind,
     AncResult,
     Event,
     PatientKey,
@@ -31,6 +32,7 @@ from rems_ingest.service.outbox import outbox_entry
 from rems_ingest.service.ports import PatientRow, Repositories
 
 UNENROLLED_KEEP = 10
+DUPLICATE = "duplicate event: nothing changed"
 
 
 def sort_key_text(event: Event) -> str:
@@ -60,6 +62,7 @@ def apply_event(
     strict: bool = False,
     row: PatientRow | None = None,
     extra: dict[str, Any] | None = None,
+    overdue_detail: tuple[tuple[str, str], ...] = (),
 ) -> Applied:
     """Record ``event`` for ``key`` and write the alerts it raises. ``strict``: a prescriber
     event the state does not allow raises EventNotAllowed (HTTP 409) instead of being kept."""
@@ -86,7 +89,7 @@ def apply_event(
         trusted = None
     if new_state.version != version:
         new_state = evolve(new_state, version=version)
-    rows = [outbox_entry(key, row.pk, a, new_state, version, cause, policy, now, sk, aid) for a, sk, aid in outcome.alerts]
+    rows = [outbox_entry(key, row.pk, _annotated(a, overdue_detail), new_state, version, cause, policy, now, sk, aid) for a, sk, aid in outcome.alerts]
     repo.add_alerts(rows)
     repo.save_patient(row.pk, new_state, version, outcome.last_sort_key, stamp, snapshot_profile=trusted, **(extra or {}))
     alert_ids = [r.alert_id for r in rows]
@@ -105,6 +108,13 @@ def apply_event(
             "alerts": alert_ids,
         })
     return Applied(row, new_state, version, alert_ids, True, outcome.explanation, [r.kind for r in rows])
+
+
+def _annotated(a: Alert, overdue_detail: tuple[tuple[str, str], ...]) -> Alert:
+    """An overdue alert that also says the patient's lab feed is silent (the test may be done)."""
+    if not overdue_detail or a.kind is not AlertKind.OVERDUE_LAB:
+        return a
+    return Alert(a.kind, a.cause, a.on, a.severity, a.reason, (*a.detail, *overdue_detail))
 
 
 @dataclass
@@ -140,7 +150,7 @@ def _refold(repo: Repositories, policy: RulesPolicy, row: PatientRow, event: Eve
     them, pruned, or another rules profile) is folded from the beginning once, which writes them."""
     old = repo.event(row.pk, event.key)
     if old == event:
-        return Applied(row, row.state, row.version, [], False, "duplicate event: nothing changed")
+        return Applied(row, row.state, row.version, [], False, DUPLICATE)
     window = _window(repo, policy, row, min(skey, sort_key_text(old)) if old is not None else skey)
     merged, changed = merge(window.events, event)
     if not changed:
@@ -262,6 +272,10 @@ def tick(repo: Repositories, policy: RulesPolicy, key: PatientKey, now: datetime
     decision = rules.step(policy, row.state, ev)
     if not decision.alerts:
         return []
-    applied = apply_event(repo, policy, key, ev, cause={"source": "overdue_sweep"}, now=now, row=row)
+    # the feed that brought the patient's latest result is silent: the blood test may have been
+    # done and its result held upstream; the alert still goes out, and says so
+    silence = repo.patient_feed_silence(row.pk)
+    detail = (("feed", silence[0]), ("feed_silent_since", silence[1])) if silence else ()
+    applied = apply_event(repo, policy, key, ev, cause={"source": "overdue_sweep"}, now=now, row=row, overdue_detail=detail)
     return list(zip(applied.alerts, applied.kinds))
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rems_ingest.feeds.registry import ConnectionRouter
 from rems_ingest.hl7v2.parse import parse_text
-from rems_ingest.service.ingest import IngestService
+from rems_ingest.service.ingest import IngestService, origin_of
 from rems_ingest.service.ports import Repositories, UnitOfWork
 
 STATUSES = ("PROCESSED", "FILTERED", "REPLAYED", "REJECTED")
@@ -42,7 +43,9 @@ class ReplayService:
         if not row.raw:
             return {"message_id": row.id, "control_id": row.control_id, "replayed": False, "reason": "raw message was pruned (retention)"}
         text = bytes(row.raw).decode("utf-8", "surrogateescape")
-        m = parse_text(text, row.charset, processing_ids=self.ingest.processing_ids, code_map=self.ingest.code_map)
+        # judged by the feeds registered now, as if it came again from the connection it came from
+        router = ConnectionRouter(self.ingest.registry, origin_of(getattr(row, "origin", None)))
+        m = parse_text(text, row.charset, processing_ids=self.ingest.processing_ids, code_map=self.ingest.code_map, router=router)
         if m.extraction is None:
             reason = m.error.text if m.error else "not an ORU^R01"
             return {"message_id": row.id, "control_id": row.control_id, "replayed": False, "reason": reason}
@@ -50,7 +53,7 @@ class ReplayService:
 
         def tx(repo: Repositories) -> dict[str, Any]:
             before = repo.observation_count(row.id)
-            result, obs_rows = self.ingest.apply_message(repo, m, row.dedupe_key, now, received_at=_when(row.received_at))
+            result, obs_rows = self.ingest.apply_message(repo, m, row.dedupe_key, now, received_at=_when(row.received_at), replay=True)
             if not obs_rows and not before:
                 # nothing new was read (the site code is still unknown, say): the message stays
                 # findable by its status for the replay after the fix
@@ -59,7 +62,7 @@ class ReplayService:
                 repo.audit(now, actor, "replay", None, {k: v for k, v in summary.items() if k != "warnings"})
                 return summary
             repo.replace_observations(row.id, obs_rows)
-            repo.mark_replayed(row.id, json.dumps(result.errors))
+            repo.mark_replayed(row.id, json.dumps(result.errors), m.feed)
             summary = {
                 "message_id": row.id,
                 "control_id": row.control_id,

@@ -11,7 +11,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 
 def _queues(prefix: str) -> dict[str, tuple[str, ...]]:
     return {
-        f"{prefix}.paging": ("alert.therapy.*", "alert.lab.overdue", "alert.lab.overdue_resolved", "alert.monitoring.confirm_repeat", "alert.alert.superseded"),
+        f"{prefix}.paging": ("alert.therapy.*", "alert.lab.overdue", "alert.lab.overdue_resolved", "alert.monitoring.confirm_repeat", "alert.alert.superseded", "alert.feed.*"),
         f"{prefix}.pharmacy": ("alert.pharmacy.*", "alert.therapy.*", "alert.alert.superseded"),
         # every kind is routable somewhere: the complete clinical feed (EHR / audit consumers)
         f"{prefix}.clinic": ("alert.#",),

@@ -127,6 +127,7 @@ class ConsoleQueries:
                 func.sum(case((m.c.ack_code.in_(["AE", "AR"]), 1), else_=0)).label("rejected"),
                 func.sum(case((m.c.ack_detail != "[]", 1), else_=0)).label("warned"),
                 func.max(m.c.received_at).label("last"),
+                func.max(m.c.feed).label("feed"),
             )
             .where(m.c.received_at >= since)
             .group_by(m.c.sending_facility, m.c.sending_app, hour)

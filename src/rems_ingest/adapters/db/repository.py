@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from rems_ingest.adapters.db import codec, pipeline, write_behind
 from rems_ingest.adapters.db.access import AccessRecords
 from rems_ingest.adapters.db.console_queries import ConsoleQueries
+from rems_ingest.adapters.db.feed_queries import FeedQueries
 from rems_ingest.adapters.db.schema import audit, inbound_message, observation, outbox, patient
 from rems_ingest.adapters.db.timeline import TIMELINE_PG_SQL, TIMELINE_SQL, TimelineQueries
 from rems_ingest.core.model import PatientKey, PatientState
@@ -28,14 +29,14 @@ from rems_ingest.service.ports import OutboxRow, PatientRow
 _SQL = {
     "find_message": "SELECT ack_code, ack_detail FROM inbound_message WHERE dedupe_key = :k",
     "insert_message": (
-        "INSERT INTO inbound_message (dedupe_key, sending_app, sending_facility, control_id, received_at, status, ack_code, ack_detail, charset, raw) "
-        "VALUES (:dedupe_key, :sending_app, :sending_facility, :control_id, :received_at, :status, :ack_code, :ack_detail, :charset, :raw) "
+        "INSERT INTO inbound_message (dedupe_key, sending_app, sending_facility, control_id, received_at, status, ack_code, ack_detail, charset, raw, feed, origin) "
+        "VALUES (:dedupe_key, :sending_app, :sending_facility, :control_id, :received_at, :status, :ack_code, :ack_detail, :charset, :raw, :feed, :origin) "
         "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
     ),
     "set_ack_detail": "UPDATE inbound_message SET ack_detail = :detail WHERE id = :id",
     "insert_observation": (
-        "INSERT INTO observation (message_id, patient_pk, result_key, anc_per_ul, status, observed_at, code, code_system, original_value, original_unit, derived, censored) "
-        "VALUES (:message_id, :patient_pk, :result_key, :anc_per_ul, :status, :observed_at, :code, :code_system, :original_value, :original_unit, :derived, :censored)"
+        "INSERT INTO observation (message_id, patient_pk, result_key, anc_per_ul, status, observed_at, code, code_system, original_value, original_unit, derived, censored, resulted_at) "
+        "VALUES (:message_id, :patient_pk, :result_key, :anc_per_ul, :status, :observed_at, :code, :code_system, :original_value, :original_unit, :derived, :censored, :resulted_at)"
     ),
     "patient": "SELECT id, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile FROM patient WHERE patient_id = :pid AND authority = :auth",
     "new_patient": (
@@ -81,7 +82,7 @@ class _MessageRow:
     ack_detail: str
 
 
-class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
+class Repository(AccessRecords, ConsoleQueries, TimelineQueries, FeedQueries):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
@@ -133,7 +134,7 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
 
     def messages_for_replay(self, *, ids: Sequence[int] = (), since: str | None = None, status: str | None = None, warned: bool = False, limit: int = 10_000) -> list[Any]:
         m = inbound_message
-        q = select(m.c.id, m.c.control_id, m.c.status, m.c.charset, m.c.dedupe_key, m.c.raw, m.c.received_at).order_by(m.c.id).limit(limit)
+        q = select(m.c.id, m.c.control_id, m.c.status, m.c.charset, m.c.dedupe_key, m.c.raw, m.c.received_at, m.c.origin).order_by(m.c.id).limit(limit)
         if ids:
             q = q.where(m.c.id.in_(list(ids)))
         if since:
@@ -160,8 +161,11 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries):
         self.conn.execute(delete(observation).where(observation.c.message_id == message_id))
         self.insert_observations([{**r, "message_id": message_id} for r in rows])
 
-    def mark_replayed(self, message_id: int, ack_detail: str) -> None:
-        self.conn.execute(update(inbound_message).where(inbound_message.c.id == message_id).values(status="REPLAYED", ack_detail=ack_detail))
+    def mark_replayed(self, message_id: int, ack_detail: str, feed: str | None = None) -> None:
+        values: dict[str, Any] = dict(status="REPLAYED", ack_detail=ack_detail)
+        if feed:
+            values["feed"] = feed
+        self.conn.execute(update(inbound_message).where(inbound_message.c.id == message_id).values(**values))
 
     # ------------------------------------------------------------ patients
 

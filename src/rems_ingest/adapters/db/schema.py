@@ -39,7 +39,11 @@ inbound_message = Table(
     Column("ack_detail", Text, nullable=False),  # JSON list of ERR details, replayed for a resend
     Column("charset", String(20), nullable=False),
     Column("raw", LargeBinary, nullable=False),
+    Column("feed", String(120), nullable=True),  # the registered feed it came through (NULL: refused)
+    Column("origin", String(400), nullable=True),  # JSON: the connection's address and certificate
 )
+# each feed's last accepted message (the watchdog)
+Index("ix_inbound_message_feed", inbound_message.c.feed, inbound_message.c.received_at)
 
 observation = Table(
     "observation",
@@ -57,6 +61,7 @@ observation = Table(
     Column("original_unit", String(80), nullable=False),
     Column("derived", Boolean, nullable=False),
     Column("censored", String(2), nullable=False),
+    Column("resulted_at", String(40), nullable=True),  # OBX-14: when the value was produced
 )
 
 patient = Table(
@@ -132,6 +137,17 @@ audit = Table(
     Column("action", String(60), nullable=False),
     Column("patient_pk", BigInteger, nullable=True),
     Column("detail", Text, nullable=False),
+)
+
+# the feed watchdog's memory (issue #25): a feed silent since its last accepted message, and the
+# alert that said so (one row per feed; daemons sharing a store compare-and-set it)
+feed_state = Table(
+    "feed_state",
+    metadata,
+    Column("feed", String(120), primary_key=True),
+    Column("silent_since", String(40), nullable=True),  # the last accepted message before the silence
+    Column("silent_alert_id", String(64), nullable=True),
+    Column("updated_at", String(40), nullable=False),
 )
 
 # ------------------------------------------------------------ access control (issue #15)

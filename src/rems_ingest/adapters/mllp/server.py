@@ -7,6 +7,7 @@ here; every hit is logged and counted, never a crash.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import itertools
 import ssl
@@ -18,6 +19,7 @@ from typing import Protocol
 import structlog
 
 from rems_ingest.adapters.mllp.framing import Frame, FrameDecoder, Junk, Oversize, frame
+from rems_ingest.feeds.registry import Origin
 from rems_ingest.observability import metrics
 
 log = structlog.get_logger("rems_ingest.mllp")
@@ -26,7 +28,7 @@ log = structlog.get_logger("rems_ingest.mllp")
 class FrameHandler(Protocol):
     """What the listener calls: the ingest service, or an in-process sink in tests."""
 
-    async def handle_frame(self, payload: bytes, peer: str) -> bytes | list[bytes] | None: ...
+    async def handle_frame(self, payload: bytes, peer: str, origin: Origin | None = None) -> bytes | list[bytes] | None: ...
 
     def reject_oversize(self, head: bytes) -> bytes | None: ...
 
@@ -37,9 +39,22 @@ class Limits:
     max_connections: int = 256
     idle_timeout: float = 300.0
     frame_timeout: float = 60.0
-    allow: Sequence[str] = ("0.0.0.0/0", "::/0")
+    allow: Sequence[str] = ()  # empty: no connection-level filter (the feeds decide per message)
     max_connections_per_source: int = 16
     max_junk_bytes: int = 4096  # bytes outside any frame since the last complete one
+
+
+def origin_of(writer: asyncio.StreamWriter, ip: str) -> Origin:
+    """The connection's identity. Certificate names are taken only from a certificate the TLS
+    handshake verified against mllp.tls_client_ca (getpeercert() is empty otherwise)."""
+    tls = writer.get_extra_info("ssl_object")
+    if tls is None:
+        return Origin(ip)
+    cert = tls.getpeercert() or {}
+    names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    names += [v for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "URI", "email", "IP Address")]
+    der = tls.getpeercert(binary_form=True) if cert else None
+    return Origin(ip, True, tuple(names), hashlib.sha256(der).hexdigest() if der else "")
 
 
 @dataclass
@@ -48,6 +63,7 @@ class _Conn:
 
     ip: str
     writer: asyncio.StreamWriter
+    origin: Origin  # who it is: address and verified client certificate (the feeds decide by it)
     opened: float
     last_frame: float  # monotonic time of the last complete frame (or of the connect)
     frames: int = 0
@@ -81,6 +97,8 @@ class MllpServer:
         log.info("mllp_listening", host=self.host, port=self.bound_port, tls=self.ssl_context is not None, shared_port=self.reuse_port)
 
     def _allowed(self, ip: str) -> bool:
+        if not self._nets:
+            return True
         try:
             addr = ipaddress.ip_address(ip.split("%")[0])
         except ValueError:
@@ -115,7 +133,7 @@ class MllpServer:
             writer.close()
             return
         now = time.monotonic()
-        state = _Conn(ip, writer, now, now)
+        state = _Conn(ip, writer, origin_of(writer, ip), now, now)
         self._conns[task] = state
         self._writers.add(writer)
         metrics.OPEN_CONNECTIONS.inc()
@@ -174,7 +192,7 @@ class MllpServer:
                 if isinstance(ev, Frame):
                     conn.busy = True
                     try:
-                        reply = await self.handler.handle_frame(ev.payload, peer)
+                        reply = await self.handler.handle_frame(ev.payload, peer, conn.origin)
                         if reply is not None:
                             for r in reply if isinstance(reply, list) else (reply,):
                                 writer.write(frame(r))

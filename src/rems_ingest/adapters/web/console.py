@@ -352,7 +352,7 @@ class Console:
         who, token = await self.who(request)
         if not who.may(Permission.RUN_SWEEP) or self.feeds is None:
             return self.forbidden(request, who, token, "see the feeds")
-        return self.render("feeds.html", request, who, token, feeds=await self.feeds.feeds(), spark=sparkline)
+        return self.render("feeds.html", request, who, token, feeds=await self.feeds.feeds(), registered=await self.feeds.registered(), spark=sparkline)
 
     async def message_page(self, request: web.Request) -> web.Response:
         who, token = await self.who(request)
