@@ -166,7 +166,9 @@ async def test_enhanced_mode_commit_ack_then_application_ack_when_msh16_asks(dae
         ("NE", "AL", "P", ["AA"]),  # no commit ACK wanted, the application ACK only
         ("AL", "ER", "P", ["CA"]),  # application ACK on error only: none on success
         ("AL", "SU", "P", ["CA", "AA"]),
-        ("AL", "AL", "T", ["CR"]),  # rejected before the application: no application ACK
+        ("AL", "AL", "T", ["CR", "AR"]),  # rejected: the application ACK MSH-16 asked for says so too
+        ("NE", "AL", "T", ["AR"]),  # the IHE analyzer convention: a rejection is not met with silence
+        ("NE", "ER", "T", ["AR"]),
         ("ER", "AL", "P", ["AA"]),  # commit ACK on error only
     ],
 )

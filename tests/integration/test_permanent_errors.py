@@ -130,10 +130,10 @@ async def test_a_bug_in_reading_one_message_is_AR_kept_and_the_connection_keeps_
 
     real = parse_mod.extract_segments
 
-    def broken(segs, d, code_map=None, header=None):  # type: ignore[no-untyped-def]
+    def broken(segs, d, code_map=None, header=None, *args):  # type: ignore[no-untyped-def]
         if header is not None and header.control_id == "BUG-2":
             raise NameError("a defect this vendor's message shape trips")
-        return real(segs, d, code_map, header)
+        return real(segs, d, code_map, header, *args)
 
     monkeypatch.setattr(parse_mod, "extract_segments", broken)
     async with MllpClient("127.0.0.1", daemon.server.bound_port) as c:

@@ -48,17 +48,34 @@ class FeedWatchdog:
     async def check(self) -> list[dict[str, Any]]:
         """One look at every registered feed; the feed alerts it raised."""
         now = self.clock().astimezone(UTC)
-        raised = await self.store.write(lambda repo: [a for f in self.registry.feeds if (a := self._look(repo, f, now))])
+        # a read first: a look that changes nothing writes nothing (no empty commit a minute on
+        # every daemon, none that could hide a failing disk from readiness)
+        due = await self.store.read(lambda repo: [f for f in self.registry.feeds if self._changes(repo, f, now)])
+        if not due:
+            return []
+        raised = await self.store.write(lambda repo: [a for f in due if (a := self._look(repo, f, now))])
         if raised:
             self.on_alerts()
         return raised
+
+    def _changes(self, repo: Repositories, feed: Feed, now: datetime) -> bool:
+        """Would a look at this feed raise something now? (Also refreshes its gauges.)"""
+        last = repo.feed_last_accepted(feed.name)
+        if last is None:
+            return False
+        age = now - datetime.fromisoformat(last)
+        metrics.FEED_LAST_MESSAGE_AGE.labels(feed.name).set(max(0.0, age.total_seconds()))
+        since = (repo.feed_states().get(feed.name) or {}).get("silent_since")
+        metrics.FEED_SILENT.labels(feed.name).set(1 if since else 0)
+        if since:
+            return bool(last > since)
+        return age > feed.silence_threshold(now.astimezone(ZoneInfo(self.timezone)))
 
     def _look(self, repo: Repositories, feed: Feed, now: datetime) -> dict[str, Any] | None:
         last = repo.feed_last_accepted(feed.name)
         if last is None:
             return None  # never sent: nothing to miss yet
         age = now - datetime.fromisoformat(last)
-        metrics.FEED_LAST_MESSAGE_AGE.labels(feed.name).set(max(0.0, age.total_seconds()))
         state = repo.feed_states().get(feed.name) or {}
         if state.get("silent_since"):
             if last > state["silent_since"] and repo.mark_feed_resumed(feed.name, state["silent_alert_id"], now.isoformat()):
@@ -68,7 +85,6 @@ class FeedWatchdog:
             return None
         threshold = feed.silence_threshold(now.astimezone(ZoneInfo(self.timezone)))
         if age <= threshold:
-            metrics.FEED_SILENT.labels(feed.name).set(0)
             return None
         aid = alert_id(_feed_key(feed.name), AlertKind.FEED_SILENT.value, last)
         if not repo.mark_feed_silent(feed.name, last, aid, now.isoformat()):
