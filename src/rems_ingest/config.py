@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from rems_ingest.feeds.settings import FeedSettings
+from rems_ingest.feeds.settings import FeedSettings, valid_networks
 
 if TYPE_CHECKING:
     from rems_ingest.core.plausibility import TimeLimits
@@ -157,9 +157,7 @@ class MllpSettings(_Section):
     @field_validator("allow")
     @classmethod
     def _networks(cls, v: list[str]) -> list[str]:
-        for net in v:
-            ipaddress.ip_network(net, strict=False)
-        return v
+        return valid_networks(v)
 
 
 class AmqpSettings(_Section):

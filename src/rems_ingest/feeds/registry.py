@@ -112,9 +112,9 @@ class Feed:
         return self.silent_after if inside else self.silent_after_off_hours
 
 
-def loopback_feed(name: str = "local") -> Feed:
+def loopback_feed(code_map: CodeMap | None = None) -> Feed:
     """What a daemon with no registered feed accepts: this host only, any facility."""
-    return Feed(name, tuple(ipaddress.ip_network(n) for n in LOOPBACK))
+    return Feed("local", tuple(ipaddress.ip_network(n) for n in LOOPBACK), code_map=code_map or CodeMap())
 
 
 @dataclass(frozen=True)

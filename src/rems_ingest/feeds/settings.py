@@ -24,6 +24,13 @@ from rems_ingest.hl7v2.extract import SUPPORTED_VERSIONS
 CodeRole = Literal["anc", "segs_abs", "bands_abs", "neut_pct", "segs_pct", "bands_pct", "wbc", "not_blood", "neut_by_unit"]
 
 
+def valid_networks(v: list[str]) -> list[str]:
+    """CIDR strings, each one checked (ValueError names the bad one)."""
+    for net in v:
+        ipaddress.ip_network(net, strict=False)
+    return v
+
+
 def _hhmm(text: str) -> time:
     h, _, m = text.strip().partition(":")
     return time(int(h), int(m or 0))
@@ -49,9 +56,7 @@ class FeedSettings(BaseModel):
     @field_validator("networks")
     @classmethod
     def _networks(cls, v: list[str]) -> list[str]:
-        for net in v:
-            ipaddress.ip_network(net, strict=False)
-        return v
+        return valid_networks(v)
 
     @field_validator("versions")
     @classmethod
@@ -104,6 +109,5 @@ class FeedSettings(BaseModel):
 def registry(feeds: dict[str, FeedSettings], site_codes: dict[str, Role]) -> Registry:
     """The registered feeds; none registered: the loopback feed alone (this host may send)."""
     if not feeds:
-        base = loopback_feed()
-        return Registry((Feed(base.name, base.networks, code_map=CodeMap({**DEFAULT_LOCAL_CODES, **site_codes})),))
+        return Registry((loopback_feed(CodeMap({**DEFAULT_LOCAL_CODES, **site_codes})),))
     return Registry(tuple(f.feed(name, site_codes) for name, f in sorted(feeds.items())))

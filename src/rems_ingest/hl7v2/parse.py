@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from rems_ingest.core.model import PatientKey
 from rems_ingest.hl7v2.codes import CodeMap
 from rems_ingest.hl7v2.decode import DEFAULT_MAX_SEGMENTS, decode
 from rems_ingest.hl7v2.errors import Hl7Error, ReadFailed, Unparseable
@@ -127,5 +128,5 @@ def parse_text(
     return ParsedMessage(text, charset, header, extraction=extraction, feed=feed.name if feed else "")
 
 
-def _patients(ex: Extraction) -> set:  # type: ignore[type-arg]
+def _patients(ex: Extraction) -> set[PatientKey]:
     return {o.patient for o in ex.observations} | {i.patient for i in ex.issues if i.patient is not None}
