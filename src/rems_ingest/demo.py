@@ -13,6 +13,7 @@ from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.config import Settings, display_url
 from rems_ingest.core.model import PatientKey, Population
+from rems_ingest.feeds.settings import FeedSettings
 from rems_ingest.service.access import Role
 from rems_ingest.service.commands import EnrollPatient
 
@@ -26,6 +27,12 @@ def oru(control_id: str, patient: str, on: date, anc_k: str, filler: str) -> byt
         f"OBX|1|NM|751-8^Neutrophils [#/volume] in Blood by Automated count^LN||{anc_k}|10*3/uL|1.50-7.80||||F",
     ]
     return ("\r".join(segs) + "\r").encode()
+
+
+def demo_feeds() -> dict[str, FeedSettings]:
+    """The demo's own lab feed: its simulated lab on this host, for its facility and authority
+    only (whatever the site's config registers, the demo never accepts more)."""
+    return {"demo-lab": FeedSettings(networks=["127.0.0.0/8", "::1/128"], applications=["DEMO_LIS"], facilities=["DEMO_LAB"], authorities=["HOSP"])}
 
 
 async def run_demo(settings: Settings, echo: Callable[[str], None], stay: bool = False) -> bool:

@@ -74,9 +74,10 @@ async def test_one_silent_and_one_resumed_per_outage_and_overdue_alerts_say_so(s
     clock.t = DRAWN + timedelta(minutes=61)
     first = await watchdog.check()
     assert [a["kind"] for a in first] == ["feed.silent"]
+    replica = FeedWatchdog(uow, feeds, lambda: POLICY, clock=clock)  # a second daemon on the same store
     for minutes in (62, 120, 600):  # looking again, or from another daemon, pages no one twice
         clock.t = DRAWN + timedelta(minutes=minutes)
-        assert await watchdog.check() == []
+        assert await watchdog.check() == [] and await replica.check() == []
     silent = _alerts(store, "feed.silent")
     assert len(silent) == 1 and silent[0]["detail"]["feed"] == "lab" and silent[0]["severity"] == "high"
 

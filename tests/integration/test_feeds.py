@@ -168,3 +168,16 @@ async def test_over_mutual_tls_a_certificate_sends_only_for_its_own_feed(tmp_pat
         assert await _status(d, "TLS-lis.lab-a.ex") == [("PROCESSED", "lab-a")]
     finally:
         await d.shutdown()
+
+
+async def test_the_demo_registers_its_own_feed_for_its_own_lab_only(tmp_path: Path) -> None:
+    from rems_ingest.demo import demo_feeds
+
+    d = await _start(tmp_path, demo_feeds())
+    try:
+        async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+            assert _code(await c.send(_forged("DEMO-1", anc="2.0", patient="DEMO-X")))[0] == "AA"
+            assert _code(await c.send(_forged("DEMO-2", facility="SOMEONE_ELSE", anc="2.0", patient="DEMO-X")))[0] == "AR"
+        assert await _status(d, "DEMO-1") == [("PROCESSED", "demo-lab")]
+    finally:
+        await d.shutdown()

@@ -14,7 +14,7 @@ from rems_ingest.adapters.mllp.client import MllpClient
 from rems_ingest.app import Daemon
 from rems_ingest.cli._common import cli, fail, settings
 from rems_ingest.core.errors import CoreError
-from rems_ingest.demo import run_demo
+from rems_ingest.demo import demo_feeds, run_demo
 from rems_ingest.hl7v2.strict import validate_strict
 from rems_ingest.observability.logging import configure
 
@@ -145,8 +145,9 @@ def demo(ctx: click.Context, amqp_url: str | None, stay: bool) -> None:
     s = settings(ctx)
     with tempfile.TemporaryDirectory(prefix="rems-demo-") as tmp:
         s.store.url = f"sqlite:///{tmp}/demo.db"  # type: ignore[assignment]
-        s.mllp.port = 0
+        s.mllp.host, s.mllp.port = "127.0.0.1", 0
         s.http.port = 0
+        s.feeds = demo_feeds()
         s.log.level = "ERROR"
         if amqp_url:
             s.amqp.url = amqp_url  # type: ignore[assignment]
