@@ -70,8 +70,15 @@ def _scale(points: list[tuple[datetime, Decimal, str]]) -> _Scale:
     return _Scale(t0, t1, top)
 
 
+def _as_drawn(stamp: str) -> datetime:
+    """A draw time on the chart's axis: the lab's own wall clock, offset or not. Labs send both
+    (and one patient's history mixes them); comparing an aware with a naive time is an error,
+    and the axis shows dates, which the lab's wall clock gives (as the rules count them)."""
+    return datetime.fromisoformat(stamp).replace(tzinfo=None)
+
+
 def svg(policy: RulesPolicy, population: Population, results: list[dict[str, object]], episodes: Sequence[Any] = ()) -> str:
-    points = [(datetime.fromisoformat(str(r["observed_at"])), Decimal(str(r["anc_per_ul"])), STATUS_NAMES.get(str(r["status"]), str(r["status"]))) for r in results]
+    points = [(_as_drawn(str(r["observed_at"])), Decimal(str(r["anc_per_ul"])), STATUS_NAMES.get(str(r["status"]), str(r["status"]))) for r in results]
     sc = _scale(points)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" role="img" aria-labelledby="chart-title" class="anc-chart">',
            f'<title id="chart-title">ANC over time, {len(points)} result(s), bands for {escape(population.value)} ({escape(policy.label)})</title>']
