@@ -46,7 +46,7 @@ def test_a_database_from_before_migrations_is_adopted_and_keeps_its_data(tmp_pat
         conn.execute(insert(schema.audit).values(at="2026-01-01", actor="old", action="enroll", detail="{}"))
     Store(url).migrate()
     with create_engine(url).connect() as conn:
-        assert "0006" == conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        assert "0007" == conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         assert 1 == conn.execute(text("SELECT count(*) FROM audit")).scalar()
 
 
@@ -81,4 +81,4 @@ def test_daemons_starting_together_on_postgres_migrate_once(postgres_url: str) -
 def test_db_upgrade_command_reports_the_revision(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["db", "upgrade"], env={"REMS_STORE__URL": f"sqlite:///{tmp_path}/c.db"})
     assert 0 == r.exit_code, r.output
-    assert "schema at revision 0006" in r.output
+    assert "schema at revision 0007" in r.output

@@ -167,6 +167,7 @@ class AlertKind(str, Enum):
     DATA_QUALITY = "data.quality"
     FEED_SILENT = "feed.silent"  # a lab feed sent nothing for longer than its threshold (integration on-call)
     FEED_RESUMED = "feed.resumed"  # traffic came back on a silent feed
+    BREAK_GLASS = "access.break_glass"  # a decision recorded by someone outside the patient's care team (clinic)
 
 
 class Severity(str, Enum):
@@ -230,6 +231,7 @@ class ClinicalEvent:
     rationale: str = ""
     abrupt: bool = True
     temperature_c: Decimal | None = None
+    break_glass: str = ""  # why someone outside the patient's care team recorded it ("" = the care team did)
 
 
 @dataclass(frozen=True, slots=True)

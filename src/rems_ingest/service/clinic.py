@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,11 +17,12 @@ import structlog
 
 from rems_ingest.core import dispense
 from rems_ingest.core.errors import EventNotAllowed, InvalidInput
-from rems_ingest.core.model import ClinicalEvent, Enroll, PatientKey
+from rems_ingest.core.model import Alert, AlertKind, ClinicalEvent, Enroll, PatientKey, Severity
 from rems_ingest.core.policy import RulesPolicy
-from rems_ingest.service.commands import EnrollPatient, RecordEvent
+from rems_ingest.service.commands import CARE_TEAM_DECISIONS, EnrollPatient, RecordEvent
+from rems_ingest.service.outbox import outbox_entry
 from rems_ingest.service.patients import apply_event, tick
-from rems_ingest.service.ports import PatientRow, Repositories, UnitOfWork
+from rems_ingest.service.ports import PatientRow, Repositories, UnitOfWork, join_designees
 
 log = structlog.get_logger("rems_ingest.clinic")
 
@@ -32,6 +33,10 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """404: unknown patient."""
+
+
+class NotInCareTeam(Exception):
+    """403: a decision for a patient by someone outside its care team, without breaking glass."""
 
 
 def _differences(cmd: EnrollPatient, row: PatientRow) -> list[str]:
@@ -89,8 +94,8 @@ class ClinicService:
         assert row is not None
         if row.enrolled:
             raise Conflict(f"patient {key.id} ({key.authority or 'no authority'}) is already enrolled")
-        apply_event(repo, self.policy(), key, event, cause={"source": actor}, now=now, row=row, strict=True, extra={"prescriber_id": prescriber, "pharmacy_id": pharmacy})
-        repo.audit(now, actor, "enroll", row.pk, {"population": event.population.value, "therapy_start": event.therapy_start, "prescriber_id": prescriber})
+        apply_event(repo, self.policy(), key, event, cause={"source": actor}, now=now, row=row, strict=True, extra={"prescriber_id": prescriber, "pharmacy_id": pharmacy, "designees": join_designees(cmd.designees)})
+        repo.audit(now, actor, "enroll", row.pk, {"population": event.population.value, "therapy_start": event.therapy_start, "prescriber_id": prescriber, "designees": list(cmd.designees)})
 
     async def enroll_many(self, requests: list[EnrollPatient], actor: str = "import", *, dry_run: bool = False) -> list[str]:
         """Bulk import (a clinic moving its patients): every row is validated first (by the
@@ -150,17 +155,33 @@ class ClinicService:
 
     # ------------------------------------------------------------ prescriber events
 
-    async def record_event(self, key: PatientKey, cmd: RecordEvent, actor: str = "api") -> dict[str, Any]:
+    async def record_event(self, key: PatientKey, cmd: RecordEvent, actor: str = "api", *, care_team: bool = False) -> dict[str, Any]:
+        """``care_team``: ``cmd.by`` is an authenticated identity, and a decision is theirs to
+        record only if they are the patient's prescriber or a designee (else they break glass).
+        Off for the local operator (the CLI on the store's host, http.auth = none)."""
         etype, on, by, event_id = cmd.type, cmd.on, cmd.by, cmd.event_id
-        event = ClinicalEvent(key=f"event:{event_id}", type=etype, on=on, by=by, rationale=cmd.rationale, abrupt=cmd.abrupt, temperature_c=cmd.temperature_c)
         now = self.clock()
 
         def job(repo: Repositories) -> dict[str, Any]:
             row = _enrolled(repo, key)
-            applied = apply_event(repo, self.policy(), key, event, cause={"source": actor, "event": etype, "by": by}, now=now, row=row, strict=True)
-            repo.audit(now, by or actor, f"event.{etype}", row.pk, {"on": on, "event_id": event_id})
+            policy = self.policy()
+            _check_date(on, row, policy.baseline_window_days, self.today(now))
+            glass = _break_glass(row, cmd) if care_team and etype in CARE_TEAM_DECISIONS else ""
+            event = ClinicalEvent(key=f"event:{event_id}", type=etype, on=on, by=by, rationale=cmd.rationale, abrupt=cmd.abrupt, temperature_c=cmd.temperature_c, break_glass=glass)
+            stored = repo.event(row.pk, event.key)
+            if stored is not None:  # the same event_id: a retry answers as before; another body is refused
+                if stored != event:
+                    raise Conflict(f"event_id {event_id} is already recorded for a different event; use a new event_id (or void it)")
+                view = self._view(repo, key)
+                view["alerts_raised"], view["duplicate"] = [], True
+                return view
+            applied = apply_event(repo, policy, key, event, cause={"source": actor, "event": etype, "by": by}, now=now, row=row, strict=True)
+            alerts = list(applied.alerts)
+            if glass:
+                alerts.append(_raise_break_glass(repo, policy, row, applied, event, now))
+            repo.audit(now, by or actor, f"event.{etype}", row.pk, {"on": on, "event_id": event_id, "by": by, **({"break_glass": glass[:200]} if glass else {})})
             view = self._view(repo, key)
-            view["alerts_raised"] = applied.alerts
+            view["alerts_raised"] = alerts
             return view
 
         try:
@@ -170,8 +191,9 @@ class ClinicService:
         self.on_alerts()
         return view
 
-    async def reassign(self, key: PatientKey, prescriber_id: str, pharmacy_id: str, actor: str = "api") -> dict[str, Any]:
-        """A patient's prescriber or pharmacy changes (a transfer): audited, rules untouched."""
+    async def reassign(self, key: PatientKey, prescriber_id: str, pharmacy_id: str, actor: str = "api", designees: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """A patient's prescriber, designees or pharmacy change (a transfer): a clinic action,
+        audited, rules untouched. ``designees`` None: unchanged."""
         prescriber_id, pharmacy_id = prescriber_id.strip(), pharmacy_id.strip()
         if len(prescriber_id) > 200 or len(pharmacy_id) > 200:
             raise InvalidInput("prescriber_id and pharmacy_id are at most 200 characters")
@@ -179,8 +201,9 @@ class ClinicService:
 
         def job(repo: Repositories) -> dict[str, Any]:
             row = _enrolled(repo, key)
-            repo.set_assignment(row.pk, prescriber_id, pharmacy_id)
-            repo.audit(now, actor, "reassign", row.pk, {"prescriber_id": [row.prescriber_id, prescriber_id], "pharmacy_id": [row.pharmacy_id, pharmacy_id]})
+            team = row.designees if designees is None else designees
+            repo.set_assignment(row.pk, prescriber_id, pharmacy_id, team)
+            repo.audit(now, actor, "reassign", row.pk, {"prescriber_id": [row.prescriber_id, prescriber_id], "pharmacy_id": [row.pharmacy_id, pharmacy_id], "designees": [list(row.designees), list(team)]})
             return self._view(repo, key)
 
         return await self.store.write(job, locks=(key,))
@@ -236,6 +259,7 @@ class ClinicService:
             "pending_confirm_until": s.pending_confirm_until.isoformat() if s.pending_confirm_until else None,
             "stepdown_suggested": s.stepdown_offered.value if s.stepdown_offered and s.stepdown_offered is not s.interval else None,
             "prescriber_id": row.prescriber_id,
+            "designees": list(row.designees),
             "pharmacy_id": row.pharmacy_id,
             "state_version": row.version,
             "latest_anc": {"per_ul": float(latest.value), "drawn_on": latest.on.isoformat(), "category": latest.category.value} if latest else None,
@@ -288,6 +312,9 @@ class ClinicService:
         /readyz measure it)."""
         wall = self.clock()
         today = self.today(now or wall)  # the clinical day swept; every stamp is the wall clock
+        if today > self.today(wall) + timedelta(days=1) or today.year < 1970:
+            # a sweep "as of" 9999 would raise every overdue alert up to then, today
+            raise InvalidInput(f"now {today} is not a day to sweep: at most tomorrow ({self.today(wall) + timedelta(days=1)}), site time")
         due = await self.store.read(lambda repo: repo.due_patients(today))
         raised: list[dict[str, Any]] = []
         for key in due:
@@ -300,3 +327,34 @@ class ClinicService:
             self.on_alerts()
         log.info("overdue_sweep_done", checked=len(due), alerts=len(raised), today=today.isoformat())
         return raised
+
+
+def _check_date(on: date, row: PatientRow, baseline_window_days: int, today: date) -> None:
+    """A clinical event happens between therapy start (less the baseline window) and tomorrow
+    in the site's time zone: a mistyped year (9999, 2030) would hold or release a patient today
+    for a day that has not come."""
+    earliest = (row.state.therapy_start or today) - timedelta(days=baseline_window_days)
+    latest = today + timedelta(days=1)
+    if on > latest:
+        raise InvalidInput(f"on {on} is in the future: an event is dated at most {latest} (today plus one day, site time)")
+    if on < earliest:
+        raise InvalidInput(f"on {on} is before {earliest} (therapy start {row.state.therapy_start} less the {baseline_window_days}-day baseline window)")
+
+
+def _break_glass(row: PatientRow, cmd: RecordEvent) -> str:
+    """'' when ``cmd.by`` is in the patient's care team; the reason when they broke glass."""
+    if row.in_care_team(cmd.by):
+        return ""
+    if not cmd.break_glass:
+        team = ", ".join([row.prescriber_id, *row.designees]) if row.prescriber_id or row.designees else "no prescriber assigned"
+        raise NotInCareTeam(f"{cmd.type} for this patient is for its care team ({team}); {cmd.by} is not in it: break glass with a reason to act anyway")
+    return cmd.break_glass_reason
+
+
+def _raise_break_glass(repo: Repositories, policy: RulesPolicy, row: PatientRow, applied: Any, event: ClinicalEvent, now: datetime) -> str:
+    """The clinic hears of every decision made outside the care team, in the same transaction."""
+    reason = f"{event.by} recorded {event.type} on {event.on} outside the patient's care team (break glass)"
+    alert = Alert(AlertKind.BREAK_GLASS, f"glass:{event.key}", event.on, Severity.HIGH, reason, (("by", event.by), ("event", event.type), ("event_id", event.key.removeprefix("event:")), ("prescriber_id", row.prescriber_id)))
+    entry = outbox_entry(row.key, row.pk, alert, applied.state, applied.version, {"source": "break_glass", "by": event.by}, policy, now)
+    repo.add_alerts([entry])
+    return entry.alert_id

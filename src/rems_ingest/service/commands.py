@@ -26,8 +26,24 @@ RATIONALE_LIMIT = 2000
 TEMPERATURE_RANGE = (Decimal(30), Decimal(45))  # degrees C
 BASELINE_MAX = Decimal(50_000)  # cells/uL
 EARLIEST_THERAPY_START = date(1970, 1, 1)
-MAX_DAYS_AHEAD = 365
+MAX_DAYS_AHEAD = 1  # a therapy start, like an event, is at most tomorrow (issue #26: no year 9999)
 _PRESCRIBER_DECISIONS = ("rechallenge", "override")
+# decisions only the patient's care team records (anyone else breaks glass), issue #26
+CARE_TEAM_DECISIONS = frozenset({"override", "rechallenge", "resume", "interrupt", "discontinue", "stepdown_confirmed"})
+MAX_DESIGNEES = 20
+
+
+def designees_of(value: Any) -> tuple[str, ...]:
+    """A care team list: strings (a CSV cell may separate them with ';'), each checked."""
+    if value is None or value == "":
+        return ()
+    items = value.split(";") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise InvalidInput("designees must be a list of prescriber or clinic staff ids")
+    out = tuple(dict.fromkeys(_checked(i, "designee", required=True) for i in items))
+    if len(out) > MAX_DESIGNEES or any("," in d for d in out):
+        raise InvalidInput(f"designees: at most {MAX_DESIGNEES} ids, none with a comma")
+    return out
 
 
 def clinic_csv_rows(lines: Iterable[str]) -> list[dict[str, str | None]]:
@@ -97,13 +113,15 @@ class EnrollPatient:
     monitoring_frequency: Frequency | None = None
     prescriber_id: str = ""
     pharmacy_id: str = ""
+    designees: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patient", PatientKey(_checked(self.patient.id, "id", required=True), _checked(self.patient.authority, "authority")))
+        object.__setattr__(self, "designees", designees_of(list(self.designees)))
         object.__setattr__(self, "prescriber_id", _checked(self.prescriber_id, "prescriber_id"))
         object.__setattr__(self, "pharmacy_id", _checked(self.pharmacy_id, "pharmacy_id"))
         if not EARLIEST_THERAPY_START <= self.therapy_start <= date.today() + timedelta(days=MAX_DAYS_AHEAD):
-            raise InvalidInput(f"therapy_start {self.therapy_start} is not plausible (from {EARLIEST_THERAPY_START} to a year from today)")
+            raise InvalidInput(f"therapy_start {self.therapy_start} is not plausible (from {EARLIEST_THERAPY_START} to tomorrow)")
         if self.baseline_anc is not None:
             if not self.baseline_anc.is_finite():
                 raise InvalidInput("baseline_anc must be a number (cells/uL)")
@@ -129,7 +147,7 @@ class EnrollPatient:
                 freq = Frequency(body["monitoring_frequency"])
             except ValueError:
                 raise InvalidInput("monitoring_frequency must be weekly, every_2_weeks or monthly") from None
-        return cls(key, population, start, baseline, freq, _text(body, "prescriber_id"), _text(body, "pharmacy_id"))
+        return cls(key, population, start, baseline, freq, _text(body, "prescriber_id"), _text(body, "pharmacy_id"), designees_of(body.get("designees")))
 
 
 @dataclass(frozen=True)
@@ -143,9 +161,12 @@ class RecordEvent:
     abrupt: bool = True
     temperature_c: Decimal | None = None
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    break_glass: bool = False  # someone outside the care team acts anyway: needs break_glass_reason
+    break_glass_reason: str = ""
 
     def __post_init__(self) -> None:
         etype = _event_type(self.type)
+        object.__setattr__(self, "break_glass_reason", _checked(self.break_glass_reason, "break_glass_reason", required=self.break_glass, limit=RATIONALE_LIMIT))
         object.__setattr__(self, "type", etype)
         decision = etype in _PRESCRIBER_DECISIONS
         object.__setattr__(self, "by", _checked(self.by, "by", required=decision))
@@ -163,4 +184,4 @@ class RecordEvent:
         temp = None
         if etype == "fever":
             temp = _number(body.get("temperature_c"), "a fever event needs temperature_c (a number)")
-        return cls(etype, on, _text(body, "by"), _text(body, "rationale"), bool(body.get("abrupt", True)), temp, _text(body, "event_id"))
+        return cls(etype, on, _text(body, "by"), _text(body, "rationale"), bool(body.get("abrupt", True)), temp, _text(body, "event_id"), bool(body.get("break_glass", False)), _text(body, "break_glass_reason"))

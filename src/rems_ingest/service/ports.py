@@ -35,6 +35,19 @@ class PatientRow:
     prescriber_id: str
     pharmacy_id: str
     snapshot_profile: str | None = None  # the profile its timeline snapshots were folded under
+    designees: tuple[str, ...] = ()  # the care team beside prescriber_id (issue #26)
+
+    def in_care_team(self, subject: str) -> bool:
+        """The responsible prescriber or a designee named on the patient."""
+        return bool(subject) and (subject == self.prescriber_id or subject in self.designees)
+
+
+def split_designees(stored: str | None) -> tuple[str, ...]:
+    return tuple(d for d in (stored or "").split(",") if d)
+
+
+def join_designees(designees: tuple[str, ...] | list[str]) -> str | None:
+    return ",".join(designees) or None
 
 
 @dataclass
@@ -142,7 +155,7 @@ class PatientSummary:
 class Console(Protocol):
     def enrolled_summaries(self, prescriber: str = "", pharmacy: str = "", limit: int = 100_000, due_by: date | None = None) -> list[PatientSummary]: ...
     def patients_by_pk(self, pks: Sequence[int]) -> list[PatientRow]: ...
-    def set_assignment(self, pk: int, prescriber_id: str, pharmacy_id: str) -> None: ...
+    def set_assignment(self, pk: int, prescriber_id: str, pharmacy_id: str, designees: tuple[str, ...] = ()) -> None: ...
     def message_detail(self, message_id: int) -> dict[str, Any] | None: ...
     def feed_hours(self, since: str) -> list[dict[str, Any]]: ...
     def unenrolled_with_results(self, since: str, limit: int = 200) -> list[dict[str, Any]]: ...

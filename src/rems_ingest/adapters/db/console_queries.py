@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from rems_ingest.adapters.db import codec
 from rems_ingest.adapters.db.schema import inbound_message, observation, outbox, patient
 from rems_ingest.core.model import PatientKey
-from rems_ingest.service.ports import PatientRow, PatientSummary
+from rems_ingest.service.ports import PatientRow, PatientSummary, join_designees
 
 
 def _day(text: str | None) -> date | None:
@@ -98,8 +98,8 @@ class ConsoleQueries:
             q = q.where(inbound_message.c.received_at >= since)
         return [dict(r._mapping) for r in self.conn.execute(q.order_by(inbound_message.c.id.desc()).limit(limit).offset(offset))]
 
-    def set_assignment(self, pk: int, prescriber_id: str, pharmacy_id: str) -> None:
-        self.conn.execute(update(patient).where(patient.c.id == pk).values(prescriber_id=prescriber_id, pharmacy_id=pharmacy_id))
+    def set_assignment(self, pk: int, prescriber_id: str, pharmacy_id: str, designees: tuple[str, ...] = ()) -> None:
+        self.conn.execute(update(patient).where(patient.c.id == pk).values(prescriber_id=prescriber_id, pharmacy_id=pharmacy_id, designees=join_designees(designees)))
 
     def message_detail(self, message_id: int) -> dict[str, Any] | None:
         """One stored message with its raw HL7 (PHI: shown to the integration role only, audited)."""

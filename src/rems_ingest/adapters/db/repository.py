@@ -21,7 +21,7 @@ from rems_ingest.adapters.db.schema import audit, inbound_message, observation, 
 from rems_ingest.adapters.db.timeline import TIMELINE_PG_SQL, TIMELINE_SQL, TimelineQueries
 from rems_ingest.core.model import PatientKey, PatientState
 from rems_ingest.service.outbox import OutboxEntry
-from rems_ingest.service.ports import OutboxRow, PatientRow
+from rems_ingest.service.ports import OutboxRow, PatientRow, split_designees
 
 # Hot-path SQL, written once for both dialects and run on the driver's own cursor inside the
 # SQLAlchemy transaction: the profile showed SQLAlchemy's per-statement machinery costing more
@@ -38,7 +38,7 @@ _SQL = {
         "INSERT INTO observation (message_id, patient_pk, result_key, anc_per_ul, status, observed_at, code, code_system, original_value, original_unit, derived, censored, resulted_at) "
         "VALUES (:message_id, :patient_pk, :result_key, :anc_per_ul, :status, :observed_at, :code, :code_system, :original_value, :original_unit, :derived, :censored, :resulted_at)"
     ),
-    "patient": "SELECT id, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile FROM patient WHERE patient_id = :pid AND authority = :auth",
+    "patient": "SELECT id, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile, designees FROM patient WHERE patient_id = :pid AND authority = :auth",
     "new_patient": (
         "INSERT INTO patient (patient_id, authority, enrolled, prescriber_id, pharmacy_id, state, version, last_sort_key, updated_at) "
         "VALUES (:patient_id, :authority, :enrolled, :prescriber_id, :pharmacy_id, :state, :version, :last_sort_key, :updated_at) "
@@ -182,8 +182,8 @@ class Repository(AccessRecords, ConsoleQueries, TimelineQueries, FeedQueries):
             row = self._raw(q, params).fetchone()
         if row is None:
             return None
-        pk, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile = row
-        return PatientRow(pk, key, bool(enrolled), codec.load_state(state), version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile)
+        pk, enrolled, state, version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile, designees = row
+        return PatientRow(pk, key, bool(enrolled), codec.load_state(state), version, last_sort_key, prescriber_id, pharmacy_id, snapshot_profile, split_designees(designees))
 
     def enrolled_authorities(self, patient_id: str, limit: int = 5) -> list[str]:
         """The assigning authorities an enrolled patient with this id is known under (a hint

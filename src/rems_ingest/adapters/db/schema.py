@@ -73,6 +73,9 @@ patient = Table(
     Column("enrolled", Boolean, nullable=False, default=False),
     Column("prescriber_id", String(200), nullable=False, default=""),
     Column("pharmacy_id", String(200), nullable=False, default=""),
+    # the care team beside the responsible prescriber (issue #26): comma-separated subjects of
+    # prescribers or clinic staff named on the patient, who may record decisions too
+    Column("designees", String(2000), nullable=True),
     Column("state", Text, nullable=False),
     Column("version", Integer, nullable=False, default=0),
     Column("last_sort_key", String(400), nullable=False, default=""),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +21,8 @@ from rems_ingest.core.errors import InvalidInput
 from rems_ingest.core.model import PatientKey
 from rems_ingest.observability import metrics
 from rems_ingest.service.access import AccessTrail, Identity, Permission
-from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
-from rems_ingest.service.commands import EnrollPatient, RecordEvent, parse_date
+from rems_ingest.service.clinic import ClinicService, Conflict, NotFound, NotInCareTeam
+from rems_ingest.service.commands import EnrollPatient, RecordEvent, designees_of, parse_date
 from rems_ingest.service.ports import RefusedByStore, StoreUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,6 +48,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(409, "conflict", str(exc))
     except NotFound as exc:
         return _error(404, "not_found", str(exc))
+    except NotInCareTeam as exc:
+        return _error(403, "not_in_care_team", str(exc))
     except Unauthenticated as exc:
         return _error(401, "unauthenticated", exc.detail, {"WWW-Authenticate": 'Bearer realm="rems-ingest"'})
     except TooManyFailures:
@@ -163,7 +164,8 @@ def build_app(
     async def reassign(request: web.Request) -> web.Response:
         body = validated(ReassignBody, await _body(request))
         current = await clinic.status(key(request))
-        return web.json_response(await clinic.reassign(key(request), body.get("prescriber_id") or current["prescriber_id"], body.get("pharmacy_id") or current["pharmacy_id"], actor=request[IDENTITY].subject))
+        team = designees_of(body["designees"]) if body.get("designees") is not None else None
+        return web.json_response(await clinic.reassign(key(request), body.get("prescriber_id") or current["prescriber_id"], body.get("pharmacy_id") or current["pharmacy_id"], actor=request[IDENTITY].subject, designees=team))
 
     @guarded(Permission.ENROLL, "patient.unenroll", path_patient)
     async def unenroll(request: web.Request) -> web.Response:
@@ -177,12 +179,14 @@ def build_app(
     @guarded(Permission.RECORD_EVENT, "patient.event", path_patient)
     async def event(request: web.Request) -> web.Response:
         who = request[IDENTITY]
-        cmd = RecordEvent.from_mapping(validated(EventBody, await _body(request)))
-        if who.via != "none":  # the event's "by" is the authenticated prescriber, never a body field
-            if cmd.by and cmd.by != who.subject:
-                raise InvalidInput(f"by is the authenticated subject ({who.subject}); do not send another")
-            cmd = replace(cmd, by=who.subject)
-        return web.json_response(await clinic.record_event(key(request), cmd, actor=who.subject), status=201)
+        body = validated(EventBody, await _body(request))
+        if who.via != "none":  # the event's author is the authenticated identity, never a body field
+            if body.get("by") and body["by"] != who.subject:
+                raise InvalidInput(f"by is the authenticated subject ({who.subject}); leave it out or send that")
+            body["by"] = who.subject
+        cmd = RecordEvent.from_mapping(body)
+        view = await clinic.record_event(key(request), cmd, actor=who.subject, care_team=who.via != "none")
+        return web.json_response(view, status=200 if view.get("duplicate") else 201)
 
     @guarded(Permission.CHECK_DISPENSE, "patient.dispense_check", path_patient)
     async def dispense_check(request: web.Request) -> web.Response:

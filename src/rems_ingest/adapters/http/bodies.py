@@ -17,7 +17,9 @@ _TEXT = Field("", max_length=TEXT_LIMIT)
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    # strict (issue #26): an unknown field is a 422, never ignored ("planned": true must not
+    # silently become an abrupt stop)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class EnrollBody(_Body):
@@ -29,21 +31,25 @@ class EnrollBody(_Body):
     monitoring_frequency: Literal["weekly", "every_2_weeks", "monthly"] | None = None
     prescriber_id: str = _TEXT
     pharmacy_id: str = _TEXT
+    designees: list[str] = Field([], max_length=20, description="the care team beside the prescriber: prescriber or clinic staff ids who may record decisions too")
 
 
 class EventBody(_Body):
     type: Literal["interrupt", "resume", "discontinue", "rechallenge", "override", "stepdown_confirmed", "fever"]
     on: date
     rationale: str = Field("", max_length=RATIONALE_LIMIT)
-    abrupt: bool = True
+    abrupt: bool = Field(True, description="discontinue only: true = an abrupt stop, false = a planned taper")
     temperature_c: float | None = Field(None, ge=float(TEMPERATURE_RANGE[0]), le=float(TEMPERATURE_RANGE[1]))
-    event_id: str = _TEXT
-    by: str = Field("", max_length=TEXT_LIMIT, description="ignored unless equal to the authenticated subject, who is the event's author")
+    event_id: str = Field("", max_length=TEXT_LIMIT, description="the client's id for this event (default: a new one): the same id with the same body again is a no-op answering as before; with another body 409")
+    by: str = Field("", max_length=TEXT_LIMIT, description="optional: the server sets the author from the authenticated identity; a value sent must equal it (else 422)")
+    break_glass: bool = Field(False, description="record a decision for a patient outside your care team anyway (needs break_glass_reason; the clinic is alerted)")
+    break_glass_reason: str = Field("", max_length=RATIONALE_LIMIT)
 
 
 class ReassignBody(_Body):
     prescriber_id: str | None = Field(None, max_length=TEXT_LIMIT)
     pharmacy_id: str | None = Field(None, max_length=TEXT_LIMIT)
+    designees: list[str] | None = Field(None, max_length=20)
 
 
 class UnenrollBody(_Body):

@@ -25,12 +25,12 @@ from aiohttp import web
 from rems_ingest.adapters.http.identity import ANONYMOUS, Authenticator, TooManyFailures, Unauthenticated
 from rems_ingest.adapters.web.chart import STATUS_NAMES, bands, sparkline, svg
 from rems_ingest.adapters.web.oidc_login import OidcLogin
-from rems_ingest.core.errors import CoreError
+from rems_ingest.core.errors import CoreError, InvalidInput
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, PatientKey
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.access import AccessTrail, Identity, Permission
-from rems_ingest.service.clinic import ClinicService, Conflict, NotFound
-from rems_ingest.service.commands import EnrollPatient, RecordEvent, clinic_csv_rows, parse_date
+from rems_ingest.service.clinic import ClinicService, Conflict, NotFound, NotInCareTeam
+from rems_ingest.service.commands import EnrollPatient, RecordEvent, clinic_csv_rows, designees_of, parse_date
 from rems_ingest.service.feeds import FeedService
 from rems_ingest.service.ports import StoreUnavailable
 from rems_ingest.service.replay import ReplayService
@@ -179,7 +179,7 @@ class Console:
         await self.audit(who, "ui.worklists", None, 200, request)
         return self.render("worklists.html", request, who, token, wl=wl, f=f, lists=LISTS, shown=SHOWN, can_enroll=who.may(Permission.ENROLL), **extra)
 
-    async def patient_page(self, request: web.Request, error: str = "") -> web.Response:
+    async def patient_page(self, request: web.Request, error: str = "", confirm: dict[str, str] | None = None) -> web.Response:
         who, token = await self.who(request)
         key = PatientKey(request.match_info["id"], request.query.get("authority", ""))
         if not who.may(Permission.READ_PATIENT):
@@ -208,6 +208,7 @@ class Console:
             alerts=record["alerts"], events=record["events"], total=len(results), page=page, pages=pages,
             page_rows=newest_first[(page - 1) * PAGE : page * PAGE], status_names=STATUS_NAMES,
             can_event=who.may(Permission.RECORD_EVENT), event_types=sorted(CLINICAL_EVENT_TYPES), today=self.worklists.today().isoformat(), can_manage=who.may(Permission.ENROLL),
+            confirm=confirm,
         )
 
     async def post_event(self, request: web.Request) -> web.Response:
@@ -219,8 +220,18 @@ class Console:
             return self.forbidden(request, who, token, "record clinical events")
         try:
             temp = Decimal(form["temperature_c"]) if form.get("temperature_c", "").strip() else None
-            cmd = RecordEvent(form.get("type", ""), parse_date(form.get("on", ""), "on"), who.subject if who.via != "none" else "console", form.get("rationale", ""), temperature_c=temp)
-            await self.clinic.record_event(key, cmd, actor=who.subject)
+            etype = form.get("type", "")
+            if etype == "discontinue" and form.get("stop") not in ("planned", "abrupt"):
+                raise InvalidInput("choose how clozapine is stopped: a planned taper or an abrupt stop")
+            cmd = RecordEvent(etype, parse_date(form.get("on", ""), "on"), who.subject if who.via != "none" else "console", form.get("rationale", ""),
+                              abrupt=form.get("stop") != "planned", temperature_c=temp, break_glass=form.get("break_glass") == "yes", break_glass_reason=form.get("break_glass_reason", ""))
+            if etype in CONFIRMED and form.get("confirmed") != "yes":  # a mis-click stops no one's therapy
+                view = await self.clinic.status(key)
+                return await self.patient_page(request, confirm={**{k: str(v) for k, v in form.items() if k != "csrf"}, "consequence": consequence(cmd, view)})
+            await self.clinic.record_event(key, cmd, actor=who.subject, care_team=who.via != "none")
+        except NotInCareTeam as exc:
+            await self.audit(who, "ui.patient.event", key, 403, request)
+            return await self.patient_page(request, error=str(exc))
         except (CoreError, Conflict, NotFound, InvalidOperation) as exc:
             await self.audit(who, "ui.patient.event", key, 422, request)
             return await self.patient_page(request, error=str(exc) or "temperature_c must be a number")
@@ -268,7 +279,8 @@ class Console:
             await self.audit(who, "ui.patient.reassign", key, 403, request)
             return self.forbidden(request, who, token, "change a patient's prescriber or pharmacy")
         try:
-            await self.clinic.reassign(key, form.get("prescriber_id", ""), form.get("pharmacy_id", ""), actor=who.subject)
+            team = designees_of([d.strip() for d in form.get("designees", "").split(",") if d.strip()]) if "designees" in form else None
+            await self.clinic.reassign(key, form.get("prescriber_id", ""), form.get("pharmacy_id", ""), actor=who.subject, designees=team)
         except (CoreError, NotFound) as exc:
             await self.audit(who, "ui.patient.reassign", key, 422, request)
             return await self.patient_page(request, error=str(exc))
@@ -366,3 +378,18 @@ class Console:
         await self.audit(who, f"ui.message.raw #{mid}", None, 200, request)
         raw = bytes(m.pop("raw") or b"").decode(m.get("charset") or "utf-8", "replace").replace("\r", "\n")
         return self.render("message.html", request, who, token, m=m, raw=raw, errors=json.loads(m.get("ack_detail") or "[]"), status_names=STATUS_NAMES)
+
+
+CONFIRMED = ("discontinue", "override", "rechallenge")  # decisions the console asks to confirm, naming what follows
+
+
+def consequence(cmd: RecordEvent, view: dict[str, Any]) -> str:
+    """What the decision does, in the words a prescriber checks before confirming it."""
+    latest = view.get("latest_anc") or {}
+    anc = f"ANC {latest['per_ul']:,.0f}/uL ({latest['category']}, drawn {latest['drawn_on']})" if latest else "no ANC on record"
+    if cmd.type == "discontinue":
+        how = "an abrupt stop" if cmd.abrupt else "a planned taper"
+        return f"This stops clozapine from {cmd.on} as {how}: the pharmacy may no longer dispense it. The latest result is {anc}."
+    if cmd.type == "override":
+        return f"This lets the pharmacy dispense clozapine while the latest result is {anc}, under your rationale."
+    return f"This restarts clozapine after severe neutropenia (latest result {anc}): the pharmacy may dispense again and monitoring restarts."
