@@ -207,7 +207,7 @@ async def test_un_enrolling_waits_until_nothing_is_left_to_monitor(api: Api) -> 
     status, body = await api.call("DELETE", "/v1/patients/UN1?authority=HOSP", json={"reason": "moved to another trust"})
     assert 409 == status and "discontinuation first" in body["detail"]
     assert 422 == (await api.call("DELETE", "/v1/patients/UN1?authority=HOSP", json={}))[0]  # a reason is required
-    assert 201 == (await api.event("UN1", "discontinue", START + timedelta(days=1), planned=True, abrupt=False))[0]
+    assert 201 == (await api.event("UN1", "discontinue", START + timedelta(days=1), abrupt=False))[0]
     status, body = await api.call("DELETE", "/v1/patients/UN1?authority=HOSP", json={"reason": "moved to another trust"})
     assert 200 == status and body["enrolled"] is False
     check = await api.check("UN1", START + timedelta(days=2))

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -55,13 +56,14 @@ def _command(build: Callable[..., T], *args: Any) -> T:
 @click.option("--monitoring-frequency", type=click.Choice(_FREQUENCIES), help="Patient moved from an existing clinic.")
 @click.option("--prescriber", default="")
 @click.option("--pharmacy", default="")
+@click.option("--designee", "designees", multiple=True, help="Care team beside the prescriber (repeat): prescribers who may record decisions too.")
 @click.pass_context
-def enroll(ctx: click.Context, patient_id: str, authority: str, population: str, therapy_start: datetime, baseline_anc: float | None, monitoring_frequency: str | None, prescriber: str, pharmacy: str) -> None:
+def enroll(ctx: click.Context, patient_id: str, authority: str, population: str, therapy_start: datetime, baseline_anc: float | None, monitoring_frequency: str | None, prescriber: str, pharmacy: str, designees: tuple[str, ...]) -> None:
     """Enroll a patient (baseline rules use ANCs already received)."""
     freq = Frequency(monitoring_frequency) if monitoring_frequency else None
-    cmd = _command(EnrollPatient, PatientKey(patient_id, authority), Population(population), therapy_start.date(), _decimal(baseline_anc), freq, prescriber, pharmacy)
+    cmd = _command(EnrollPatient, PatientKey(patient_id, authority), Population(population), therapy_start.date(), _decimal(baseline_anc), freq, prescriber, pharmacy, designees)
     if target := remote(ctx):
-        body = {"id": patient_id, "authority": authority, "population": population, "therapy_start": cmd.therapy_start.isoformat(), "baseline_anc": baseline_anc, "monitoring_frequency": monitoring_frequency, "prescriber_id": prescriber, "pharmacy_id": pharmacy}
+        body = {"id": patient_id, "authority": authority, "population": population, "therapy_start": cmd.therapy_start.isoformat(), "baseline_anc": baseline_anc, "monitoring_frequency": monitoring_frequency, "prescriber_id": prescriber, "pharmacy_id": pharmacy, "designees": list(cmd.designees)}
         return _show(call(target, "POST", "/v1/patients", body=body))
     run_clinic(ctx, lambda c: c.enroll(cmd, actor="cli"), create=True)
 
@@ -71,18 +73,21 @@ def enroll(ctx: click.Context, patient_id: str, authority: str, population: str,
 @click.argument("type_", metavar="TYPE", type=click.Choice(sorted(CLINICAL_EVENT_TYPES)))
 @click.option("--authority", default="")
 @click.option("--on", "on", required=True, type=click.DateTime(["%Y-%m-%d"]))
-@click.option("--by", default="", help="Prescriber id (required for rechallenge/override).")
+@click.option("--by", default="", help="Prescriber id (required for rechallenge/override on the database; through the API the token's holder is the author).")
 @click.option("--rationale", default="")
 @click.option("--temperature-c", type=float)
 @click.option("--planned", is_flag=True, help="discontinue: a planned stop (taper), not an abrupt one.")
+@click.option("--event-id", default="", help="Your id for this event: sending it again is a no-op; another event under it is refused.")
+@click.option("--break-glass", "break_glass", default="", metavar="REASON", help="A decision for a patient outside your care team, with the reason (the clinic is alerted).")
 @click.pass_context
-def event(ctx: click.Context, patient_id: str, type_: str, authority: str, on: datetime, by: str, rationale: str, temperature_c: float | None, planned: bool) -> None:
-    """Record a prescriber or clinical event."""
+def event(ctx: click.Context, patient_id: str, type_: str, authority: str, on: datetime, by: str, rationale: str, temperature_c: float | None, planned: bool, event_id: str, break_glass: str) -> None:
+    """Record a prescriber or clinical event (every event the API records)."""
     target = remote(ctx)
     # through the API the author is the token's subject, so --by is neither needed nor sent
-    cmd = _command(RecordEvent, type_, on.date(), by or ("token subject" if target else ""), rationale, not planned, _decimal(temperature_c))
+    cmd = _command(RecordEvent, type_, on.date(), by or ("token subject" if target else ""), rationale, not planned, _decimal(temperature_c), event_id or uuid.uuid4().hex, bool(break_glass), break_glass)
     if target:
-        body = {"type": type_, "on": cmd.on.isoformat(), "rationale": rationale, "abrupt": not planned, "temperature_c": temperature_c, "event_id": cmd.event_id}
+        body = {"type": type_, "on": cmd.on.isoformat(), "rationale": rationale, "abrupt": not planned, "temperature_c": temperature_c, "event_id": cmd.event_id,
+                "break_glass": bool(break_glass), "break_glass_reason": break_glass}
         return _show(call(target, "POST", f"/v1/patients/{_quote(patient_id)}/events", {"authority": authority}, body))
     run_clinic(ctx, lambda c: c.record_event(PatientKey(patient_id, authority), cmd, actor="cli"))
 
