@@ -5,20 +5,36 @@ date, never overwriting an event under a reused event_id, with one clear body co
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
 from rems_ingest.adapters.db.schema import outbox
 from rems_ingest.adapters.mllp.client import MllpClient
+from rems_ingest.app import Daemon
 from rems_ingest.demo import oru
 from rems_ingest.service.access import Role
-from tests.integration.test_access import ISSUER, Client, api, keys  # noqa: F401 - fixtures
+from tests.conftest import make_settings
+from tests.integration.test_access import Client
 
 START = date.today() - timedelta(days=10)
 TODAY = date.today()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Client]:
+    s = make_settings(tmp_path)
+    s.http.auth = "tokens"  # real identities: the care team is checked against them
+    d = Daemon(s)
+    await d.start()
+    async with aiohttp.ClientSession() as session:
+        yield Client(d, session)
+    await d.shutdown()
 
 
 async def _patient(api: Client, pid: str, *, designees: list[str] | None = None, held: bool = True) -> None:
