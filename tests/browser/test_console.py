@@ -139,6 +139,28 @@ def test_roles_worklists_chart_and_events_in_a_real_browser(daemon: DaemonProces
     b.find_element(By.CSS_SELECTOR, "#event-form button[type=submit]").click()  # type: ignore[attr-defined]
     _until(b, lambda drv: "DR-JONES" in drv.find_element(By.ID, "events").text and "fever" in drv.find_element(By.ID, "events").text)
     b.save_screenshot(str(tmp_path / "patient-general.png"))  # type: ignore[attr-defined]
+    # a mis-click stops no one's therapy (#26): nothing is preselected; a discontinue asks how it
+    # stops and, outside the care team (GP1 is DR1's), for glass broken; then it is confirmed with
+    # what follows; entered in error, it is voided from the event list and shown struck through
+    assert "" == Select(b.find_element(By.ID, "type")).first_selected_option.get_attribute("value")  # type: ignore[attr-defined]
+    Select(b.find_element(By.ID, "type")).select_by_value("discontinue")  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "input[name=stop][value=planned]").click()  # type: ignore[attr-defined]
+    b.find_element(By.ID, "break_glass").click()  # type: ignore[attr-defined]
+    b.find_element(By.ID, "break_glass_reason").send_keys("DR1 on leave, patient in clinic")  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#event-form button[type=submit]").click()  # type: ignore[attr-defined]
+    _until(b, lambda drv: drv.find_elements(By.ID, "consequence"))
+    assert "stops clozapine" in b.find_element(By.ID, "consequence").text and "planned taper" in b.find_element(By.ID, "consequence").text  # type: ignore[attr-defined]
+    assert "discontinue" not in b.find_element(By.ID, "events").text  # type: ignore[attr-defined]  # nothing recorded before the confirmation
+    b.save_screenshot(str(tmp_path / "confirm-discontinue.png"))  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, "#confirm-form button[type=submit]").click()  # type: ignore[attr-defined]
+    _until(b, lambda drv: drv.find_elements(By.CSS_SELECTOR, "#events tr.break-glass"))
+    row = b.find_element(By.CSS_SELECTOR, "#events tr.break-glass")  # type: ignore[attr-defined]
+    assert "BREAK GLASS" in row.text and "planned taper" in row.text
+    row.find_element(By.NAME, "reason").send_keys("wrong patient")
+    row.find_element(By.CSS_SELECTOR, ".void-form button").click()
+    _until(b, lambda drv: drv.find_elements(By.CSS_SELECTOR, "#events tr.voided"))
+    assert "VOID: DR-JONES: wrong patient" in b.find_element(By.CSS_SELECTOR, "#events tr.voided").text  # type: ignore[attr-defined]
+    b.save_screenshot(str(tmp_path / "voided.png"))  # type: ignore[attr-defined]
 
     b.get(base + "/ui/patients/BEN1?authority=HOSP")  # type: ignore[attr-defined]
     assert ["normal", "ben_neutropenia", "severe"] == [e.get_attribute("data-band") for e in b.find_elements(By.CSS_SELECTOR, "svg .band")]  # type: ignore[attr-defined]

@@ -152,3 +152,23 @@ async def test_the_remote_cli_records_an_override_as_the_tokens_holder(api: Clie
     assert await _may_dispense(api, "CT6")
     again = await asyncio.to_thread(subprocess.run, args, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and '"duplicate": true' in again.stdout
+
+
+async def test_void_is_for_the_author_the_care_team_or_the_clinic(api: Client) -> None:
+    await _patient(api, "CT7", held=False)
+    async with MllpClient("127.0.0.1", api.d.server.bound_port) as c:  # a current normal count: dispensable
+        assert b"MSA|AA" in await c.send(oru("CT7-N", "CT7", TODAY, "2.2", "CT7-N"))
+    assert await _may_dispense(api, "CT7")
+    dr1, dr2 = await api.token(Role.PRESCRIBER, name="DR1"), await api.token(Role.PRESCRIBER, name="DR2")
+    clinic = await api.token(Role.CLINIC, name="clinic-lead")
+    assert 201 == (await _event(api, dr1, "CT7", type="discontinue", abrupt=True, event_id="STOP-1"))[0]
+    assert not await _may_dispense(api, "CT7")
+    path = "/v1/patients/CT7/events/{}/void?authority=HOSP"
+    status, body = await api.call("POST", path.format("STOP-1"), dr2, json={"reason": "not mine"})
+    assert status == 403, body
+    assert 404 == (await api.call("POST", path.format("NOPE"), clinic, json={"reason": "x"}))[0]
+    assert 422 == (await api.call("POST", path.format("STOP-1"), clinic, json={}))[0]  # a reason is required
+    status, body = await api.call("POST", path.format("STOP-1"), clinic, json={"reason": "recorded on the wrong patient"})
+    assert status == 200 and body["treatment_status"] == "active", body
+    assert await _may_dispense(api, "CT7")
+    assert 409 == (await api.call("POST", path.format("STOP-1"), dr1, json={"reason": "again"}))[0]

@@ -281,3 +281,32 @@ async def test_alerts_of_a_one_connection_feed_share_a_claim(pipeline, rabbitmq_
 
     assert 2 == len({r.patient_pk for r in rows}) and all(r.published_at for r in rows)
     assert 1 == len(claims), claims
+
+
+async def test_voiding_a_discontinue_restores_the_prior_state_and_tells_the_pharmacy(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A discontinue entered in error (issue #26): void it, and the patient is back on therapy;
+    the hold it raised is superseded on the queues and the pharmacy may dispense again."""
+    from rems_ingest.core.model import PatientKey
+    from rems_ingest.service.commands import RecordEvent
+
+    d, topo = pipeline
+    key = PatientKey("VOID1", "HOSP")
+    async with MllpClient("127.0.0.1", d.server.bound_port) as c:
+        await c.send(oru("V-B", "VOID1", START - timedelta(days=1), "1.9", "V-B"))
+    await d.clinic.enroll(EnrollPatient.from_mapping({"id": "VOID1", "authority": "HOSP", "population": "general", "therapy_start": START.isoformat(), "prescriber_id": "DR1"}))
+    before = await d.clinic.status(key)
+    await d.clinic.record_event(key, RecordEvent("discontinue", START + timedelta(days=3), "DR1", "mis-click", abrupt=True, event_id="D-1"))
+    stopped = await d.clinic.dispense_check(key, START + timedelta(days=4))
+    held = await drain(rabbitmq_url, list(topo.queues)[1], expect=2)
+    voided = await d.clinic.void_event(key, "D-1", "entered in error: wrong patient", by="DR1")
+    after = await drain(rabbitmq_url, list(topo.queues)[1], expect=2)
+    again = await d.clinic.dispense_check(key, START + timedelta(days=4))
+
+    assert stopped["authorized"] is False and stopped["code"] == "TREATMENT_DISCONTINUED"
+    assert ["pharmacy.release", "pharmacy.hold"] == [b["kind"] for b in held]
+    assert (voided["treatment_status"], voided["monitoring"]["frequency"]) == (before["treatment_status"], before["monitoring"]["frequency"])
+    hold_id = next(b["alert_id"] for b in held if b["kind"] == "pharmacy.hold")
+    assert hold_id in {b["detail"].get("superseded_alert_id") for b in after if b["kind"] == "alert.superseded"}
+    assert again["authorized"] is True
+    record = await d.services.worklists.record(key)
+    assert record is not None and [e.voided for e in record["events"] if getattr(e, "type", "") == "discontinue"] == ["DR1: entered in error: wrong patient"]

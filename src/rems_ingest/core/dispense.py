@@ -27,6 +27,25 @@ class DispenseDecision:
     warning: str = ""
 
 
+# every code a dispense check answers (contract.md, README, OpenAPI): a pharmacy system may act on
+# the code; the reason is for the pharmacist to read
+DISPENSE_CODES = {
+    "ANC_CURRENT": "may dispense: the latest final ANC is acceptable and within the window",
+    "NO_PHARMACY_GATE": "may dispense: therapy is active and this profile has no pharmacy ANC gate",
+    "WARN_ANC_NOT_CURRENT": "may dispense with pharmacist judgment (US_REMS_LEGACY): the ANC is older than the window",
+    "DISPENSE_HOLD_ANC_NOT_CURRENT": "do not dispense: the latest ANC is older than the window",
+    "ANC_UNACCEPTABLE": "do not dispense: the latest ANC is below the dispensing threshold and no prescriber rationale is on file",
+    "NO_ANC": "do not dispense: no final ANC on file",
+    "DATE_BEFORE_ANC": "do not dispense: the dispense date is before the latest ANC",
+    "PATIENT_NOT_ENROLLED": "do not dispense: the patient is not enrolled",
+    "TREATMENT_NOT_STARTED": "do not dispense: no eligible baseline ANC yet",
+    "TREATMENT_HELD_HEME": "do not dispense: interrupted for neutropenia",
+    "TREATMENT_HELD_OTHER": "do not dispense: interrupted by the prescriber",
+    "TREATMENT_ON_HOLD_DECISION": "do not dispense: after severe neutropenia the prescriber must decide on rechallenge",
+    "TREATMENT_DISCONTINUED": "do not dispense: clozapine is discontinued",
+    "STORE_UNAVAILABLE": "do not dispense: the patient's status could not be read",
+}
+
 _TREATMENT_WORDS = {
     TreatmentStatus.NOT_STARTED: "clozapine has not been started: no eligible baseline ANC on file",
     TreatmentStatus.HELD_HEME: "clozapine is interrupted for neutropenia",

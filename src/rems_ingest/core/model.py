@@ -232,6 +232,7 @@ class ClinicalEvent:
     abrupt: bool = True
     temperature_c: Decimal | None = None
     break_glass: str = ""  # why someone outside the patient's care team recorded it ("" = the care team did)
+    voided: str = ""  # "entered in error": who voided it and why ("" = in force); the rules skip it
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,9 @@ class Folded:
 
 def step(policy: RulesPolicy, state: PatientState, event: Event) -> Decision:
     """Apply one event; raises EventNotAllowed / InvalidInput for what the state refuses."""
+    if isinstance(event, ClinicalEvent) and event.voided:  # entered in error: as if never recorded
+        return Decision(state=state, alerts=(), category=state.latest.category if state.latest else None, action=state.action,
+                        frequency=state.frequency, next_due=state.next_due, explanation="voided: entered in error", profile=policy.label)
     if isinstance(event, AncResult):
         new, alerts, why = on_anc(policy, state, event)
     elif isinstance(event, Enroll):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ import structlog
 
 from rems_ingest.core import dispense
 from rems_ingest.core.errors import EventNotAllowed, InvalidInput
-from rems_ingest.core.model import Alert, AlertKind, ClinicalEvent, Enroll, PatientKey, Severity
+from rems_ingest.core.model import CLINICAL_EVENT_TYPES, Alert, AlertKind, ClinicalEvent, Enroll, PatientKey, Severity
 from rems_ingest.core.policy import RulesPolicy
 from rems_ingest.service.commands import CARE_TEAM_DECISIONS, EnrollPatient, RecordEvent
 from rems_ingest.service.outbox import outbox_entry
@@ -188,6 +188,37 @@ class ClinicService:
             view = await self.store.write(job, locks=(key,))
         except EventNotAllowed as exc:
             raise Conflict(str(exc)) from None
+        self.on_alerts()
+        return view
+
+    async def void_event(self, key: PatientKey, event_id: str, reason: str, *, by: str, clinic: bool = False, care_team: bool = False) -> dict[str, Any]:
+        """Entered in error: the event is kept, marked void, and the patient re-folded from the
+        snapshot before it; alerts the re-fold no longer justifies are withdrawn with
+        alert.superseded, as for a corrected result (a voided discontinue gives the patient back
+        their prior state). By its author, the patient's care team, or a clinic role (``clinic``);
+        ``care_team`` False: the local operator (no identity to check)."""
+        reason = reason.strip()
+        if not reason or len(reason) > 2000:
+            raise InvalidInput("voiding an event needs a reason (at most 2000 characters)")
+        now = self.clock()
+
+        def job(repo: Repositories) -> dict[str, Any]:
+            row = _enrolled(repo, key)
+            stored = repo.event(row.pk, f"event:{event_id}")
+            if not isinstance(stored, ClinicalEvent) or stored.type not in CLINICAL_EVENT_TYPES:
+                raise NotFound(f"no clinical event {event_id} for this patient")
+            if stored.voided:
+                raise Conflict(f"event {event_id} is already void ({stored.voided})")
+            if care_team and not (clinic or by == stored.by or row.in_care_team(by)):
+                raise NotInCareTeam(f"only the event's author ({stored.by}), the patient's care team or the clinic may void it")
+            voided = replace(stored, voided=f"{by}: {reason}"[:2000])
+            applied = apply_event(repo, self.policy(), key, voided, cause={"source": "void", "event": stored.type, "by": by}, now=now, row=row)
+            repo.audit(now, by, f"event.void.{stored.type}", row.pk, {"event_id": event_id, "reason": reason[:200]})
+            view = self._view(repo, key)
+            view["alerts_raised"] = applied.alerts
+            return view
+
+        view = await self.store.write(job, locks=(key,))
         self.on_alerts()
         return view
 

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from rems_ingest.adapters.http.bodies import EnrollBody, EventBody, ReassignBody, UnenrollBody, validated
+from rems_ingest.adapters.http.bodies import EnrollBody, EventBody, ReassignBody, UnenrollBody, VoidBody, validated
 from rems_ingest.adapters.http.identity import ANONYMOUS, Authenticator, TooManyFailures, Unauthenticated
 from rems_ingest.core.errors import InvalidInput
 from rems_ingest.core.model import PatientKey
@@ -118,15 +118,15 @@ def build_app(
     def key(request: web.Request) -> PatientKey:
         return PatientKey(request.match_info["id"], request.query.get("authority", ""))
 
-    def guarded(permission: Permission, action: str, patient: Callable[[web.Request], Awaitable[PatientKey | None]] | None = None) -> Callable[[Handler], Handler]:
-        """The route's permission, and its line in the access trail (whatever the outcome)."""
+    def guarded(permission: Permission, action: str, patient: Callable[[web.Request], Awaitable[PatientKey | None]] | None = None, also: Permission | None = None) -> Callable[[Handler], Handler]:
+        """The route's permission (or ``also``), and its line in the access trail (whatever the outcome)."""
 
         def wrap(fn: Handler) -> Handler:
             async def run(request: web.Request) -> web.StreamResponse:
                 who = request[IDENTITY]
                 status = 500
                 try:
-                    if not who.may(permission):
+                    if not who.may(permission) and not (also and who.may(also)):
                         metrics.AUTH_FAILURES.labels("forbidden").inc()
                         status = 403
                         return _error(403, "forbidden", f"{who.subject} ({', '.join(sorted(r.value for r in who.roles)) or 'no role'}) may not {permission.value}")
@@ -188,6 +188,12 @@ def build_app(
         view = await clinic.record_event(key(request), cmd, actor=who.subject, care_team=who.via != "none")
         return web.json_response(view, status=200 if view.get("duplicate") else 201)
 
+    @guarded(Permission.RECORD_EVENT, "patient.event.void", path_patient, also=Permission.ENROLL)
+    async def void(request: web.Request) -> web.Response:
+        who = request[IDENTITY]
+        body = validated(VoidBody, await _body(request))
+        return web.json_response(await clinic.void_event(key(request), request.match_info["event_id"], body["reason"], by=who.subject, clinic=who.may(Permission.ENROLL), care_team=who.via != "none"))
+
     @guarded(Permission.CHECK_DISPENSE, "patient.dispense_check", path_patient)
     async def dispense_check(request: web.Request) -> web.Response:
         on = parse_date(request.query["on"], "on") if "on" in request.query else None
@@ -243,6 +249,7 @@ def build_app(
     app.router.add_patch("/v1/patients/{id}", reassign)
     app.router.add_delete("/v1/patients/{id}", unenroll)
     app.router.add_post("/v1/patients/{id}/events", event)
+    app.router.add_post("/v1/patients/{id}/events/{event_id}/void", void)
     app.router.add_get("/v1/patients/{id}/dispense-check", dispense_check)
     app.router.add_post("/v1/sweeps/overdue", sweep)
     app.router.add_post("/v1/admin/reload-rules", reload)

@@ -52,6 +52,10 @@ class ReassignBody(_Body):
     designees: list[str] | None = Field(None, max_length=20)
 
 
+class VoidBody(_Body):
+    reason: str = Field(min_length=1, max_length=RATIONALE_LIMIT, description="why the event was entered in error")
+
+
 class UnenrollBody(_Body):
     reason: str = Field(min_length=1, max_length=RATIONALE_LIMIT)
 

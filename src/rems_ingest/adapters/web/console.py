@@ -60,6 +60,7 @@ class Console:
         app.router.add_get("/ui/worklists", self.worklist_page)
         app.router.add_get("/ui/patients/{id}", self.patient_page)
         app.router.add_post("/ui/patients/{id}/events", self.post_event)
+        app.router.add_post("/ui/patients/{id}/events/{event_id}/void", self.post_void)
         app.router.add_get("/ui/messages", self.messages_page)
         app.router.add_get("/ui/feeds", self.feeds_page)
         app.router.add_get("/ui/audit", self.audit_page)
@@ -236,6 +237,22 @@ class Console:
             await self.audit(who, "ui.patient.event", key, 422, request)
             return await self.patient_page(request, error=str(exc) or "temperature_c must be a number")
         await self.audit(who, "ui.patient.event", key, 201, request)
+        raise web.HTTPSeeOther(f"/ui/patients/{request.match_info['id']}?authority={request.query.get('authority', '')}")
+
+    async def post_void(self, request: web.Request) -> web.Response:
+        """Entered in error: the use case decides who may (author, care team, clinic)."""
+        who, token = await self.who(request)
+        form = await self._check_csrf(request, token)
+        key = PatientKey(request.match_info["id"], request.query.get("authority", ""))
+        if not (who.may(Permission.RECORD_EVENT) or who.may(Permission.ENROLL)):
+            await self.audit(who, "ui.patient.event.void", key, 403, request)
+            return self.forbidden(request, who, token, "void clinical events")
+        try:
+            await self.clinic.void_event(key, request.match_info["event_id"], form.get("reason", ""), by=who.subject if who.via != "none" else "console", clinic=who.may(Permission.ENROLL), care_team=who.via != "none")
+        except (NotInCareTeam, CoreError, Conflict, NotFound) as exc:
+            await self.audit(who, "ui.patient.event.void", key, 403 if isinstance(exc, NotInCareTeam) else 422, request)
+            return await self.patient_page(request, error=str(exc))
+        await self.audit(who, "ui.patient.event.void", key, 200, request)
         raise web.HTTPSeeOther(f"/ui/patients/{request.match_info['id']}?authority={request.query.get('authority', '')}")
 
     async def post_replay(self, request: web.Request) -> web.Response:
