@@ -153,6 +153,7 @@ class Daemon:
         self.supervisor.spawn("overdue_sweeper", self._sweeper)
         self.supervisor.spawn("timeline_snapshots", self._snapshots)
         self.supervisor.spawn("feed_watchdog", self._feed_watchdog)
+        self.supervisor.spawn("audit_anchor", self._audit_anchor)
         if self.store.dialect == "sqlite":
             self.supervisor.spawn("wal_checkpoint", self._checkpoints)
         self.started.set()
@@ -185,6 +186,18 @@ class Daemon:
                 await asyncio.wait_for(self.stop.wait(), self.settings.sweep.feed_check_seconds)
             except TimeoutError:
                 pass
+
+    async def _audit_anchor(self) -> None:
+        """Every audit.anchor_seconds: the access trail's head, to the log and the broker."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.settings.audit.anchor_seconds)
+            except TimeoutError:
+                pass
+            if self.stop.is_set():
+                return
+            await self.services.trail.anchor_now()
+            self.supervisor.beat("audit_anchor")
 
     async def _checkpoints(self, every: float = 0.25) -> None:
         """SQLite: checkpoint the WAL on a thread of its own, so no message's commit pays for

@@ -18,6 +18,7 @@ from rems_ingest.adapters.web.oidc_login import OidcLogin
 from rems_ingest.config import Settings
 from rems_ingest.profiles import PolicyHolder
 from rems_ingest.service.access import AccessTrail, Identity, TokenService, parse_roles
+from rems_ingest.service.audit_anchor import Signer
 from rems_ingest.service.clinic import ClinicService
 from rems_ingest.service.feed_watchdog import FeedWatchdog
 from rems_ingest.service.feeds import FeedService
@@ -73,7 +74,7 @@ def build_services(s: Settings, *, create_store: bool = True) -> Services:
     ingest = IngestService(uow, policy, registry=feeds, **s.mllp.ingest_options())
     ingest.on_alerts = relay.wake
     clinic = ClinicService(uow, policy, timezone=s.rules.timezone, on_alerts=relay.wake)
-    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow), WorklistService(uow, policy, timezone=s.rules.timezone), FeedService(uow, feeds), SnapshotService(uow, policy),
+    return Services(s, policy, store, uow, relay, ingest, clinic, ReplayService(uow, ingest), TokenService(uow), AccessTrail(uow, signer=Signer(s.audit.signing_key_file) if s.audit.signing_key_file else None, on_anchor=relay.wake), WorklistService(uow, policy, timezone=s.rules.timezone), FeedService(uow, feeds), SnapshotService(uow, policy),
                     FeedWatchdog(uow, feeds, policy, timezone=s.rules.timezone, on_alerts=relay.wake))
 
 

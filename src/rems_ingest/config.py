@@ -254,6 +254,13 @@ class SweepSettings(_Section):
     feed_check_seconds: float = Field(60, gt=0)  # how often the feed watchdog looks for a silent lab feed
 
 
+class AuditSettings(_Section):
+    # the access trail's head is anchored outside the store every this often (and on every
+    # state-changing request): to the log and as a rems.audit message
+    anchor_seconds: float = Field(300, gt=0)
+    signing_key_file: Path | None = None  # Ed25519 private key (PEM): anchors are signed; audit verify --public-key checks them
+
+
 class LogSettings(_Section):
     format: Literal["json", "console"] = "json"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -272,6 +279,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     sweep: SweepSettings = SweepSettings()
     log: LogSettings = LogSettings()
+    audit: AuditSettings = AuditSettings()
     # the registered lab feeds ([feeds.NAME]); none: this host alone may send (loopback)
     feeds: dict[str, FeedSettings] = {}
     shutdown_grace_seconds: float = Field(10, gt=0)
@@ -339,6 +347,13 @@ def check_settings(s: Settings) -> None:
     s.store.resolved_url()
     s.amqp.resolved_url()
     _check_http(s.http)
+    if s.audit.signing_key_file:
+        from rems_ingest.service.audit_anchor import Signer
+
+        try:
+            Signer(s.audit.signing_key_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"audit.signing_key_file {s.audit.signing_key_file}: {getattr(exc, 'strerror', None) or exc}") from None
     m = s.mllp
     if not s.feeds and not _loopback(m.host):
         raise ConfigError(f"mllp.host = {m.host} with no registered lab feed: anyone on the network could send a result that lifts a hold; register the lab's feed ([feeds.NAME] with networks or certificate_names) or bind mllp.host to 127.0.0.1")

@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
+from typing import IO
 
 import click
 
@@ -13,6 +15,7 @@ from rems_ingest.cli._common import cli, fail, services
 from rems_ingest.core.errors import InvalidInput
 from rems_ingest.core.model import PatientKey
 from rems_ingest.service.access import Role, parse_roles
+from rems_ingest.service.audit_anchor import SCHEMA, read_anchors
 
 _ACTOR = {"default": lambda: os.environ.get("USER", "cli"), "show_default": "$USER"}
 
@@ -92,14 +95,30 @@ def audit_show(ctx: click.Context, patient_id: str | None, authority: str, limit
 
 
 @audit.command("verify")
+@click.option("--anchor", "anchor_file", type=click.File("r"), help="Anchors kept outside the store (JSON lines: the daemon's log, the rems.audit messages), or - for stdin.")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Ed25519 public key (PEM): only anchors it signed count.")
 @click.pass_context
-def audit_verify(ctx: click.Context) -> None:
-    """Walk the hash chain; exit 1 naming the first entry that was changed or removed."""
+def audit_verify(ctx: click.Context, anchor_file: IO[str] | None, public_key: Path | None) -> None:
+    """Walk the hash chain; exit 1 naming the first entry that was changed or removed. With
+    --anchor, also hold the store against the anchors: a deleted tail, rewritten entries (the
+    chain recomputed) and forged appends are each named."""
     built = services(ctx)
     try:
+        if anchor_file is not None:
+            anchors = read_anchors(anchor_file)
+            if not anchors:
+                fail(f"no anchors in {anchor_file.name} (expected JSON lines with schema {SCHEMA})")
+            findings = asyncio.run(built.trail.verify_against(anchors, public_key))
         checked, broken = asyncio.run(built.trail.verify())
     finally:
         built.store.close()
+    if anchor_file is not None:
+        for line in findings.lines():
+            click.echo(f"rems-ingest: error: {line}", err=True)
+        if not findings.holds:
+            sys.exit(1)
+        click.echo(f"access trail intact: {findings.entries} entries, held against {findings.anchors} anchors ({findings.unanchored} written since the last)")
+        return
     if broken is not None:
         click.echo(f"rems-ingest: error: the access trail is broken at entry {broken} ({checked} entries before it hold)", err=True)
         sys.exit(1)

@@ -168,6 +168,7 @@ class AlertKind(str, Enum):
     FEED_SILENT = "feed.silent"  # a lab feed sent nothing for longer than its threshold (integration on-call)
     FEED_RESUMED = "feed.resumed"  # traffic came back on a silent feed
     BREAK_GLASS = "access.break_glass"  # a decision recorded by someone outside the patient's care team (clinic)
+    AUDIT_ANCHOR = "audit.anchor"  # the access trail's head, kept outside the store (rems.audit queue)
 
 
 class Severity(str, Enum):

@@ -15,11 +15,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
+
+import structlog
 
 from rems_ingest.core.errors import InvalidInput
 from rems_ingest.core.model import PatientKey
+from rems_ingest.service.audit_anchor import Anchor, Findings, Signer, anchor_entry, check
 from rems_ingest.service.ports import Repositories, UnitOfWork
+
+log = structlog.get_logger("rems_ingest.audit")
 
 TOKEN_PREFIX = "rems_"
 GENESIS = "0" * 64  # the "previous hash" of the first row of the access trail
@@ -135,15 +141,30 @@ def _chain(prev: str, row: dict[str, Any]) -> str:
     return hashlib.sha256((prev + json.dumps(row, sort_keys=True, separators=(",", ":"))).encode()).hexdigest()
 
 
+_BODY = ("at", "subject", "roles", "action", "patient_id", "patient_authority", "outcome", "source")
+
+
+def _body(r: dict[str, Any]) -> dict[str, Any]:
+    """What an entry's hash covers: its fields, and its sequence number (entries before 0007 have none)."""
+    body = {k: r[k] for k in _BODY}
+    if r.get("seq") is not None:
+        body["seq"] = r["seq"]
+    return body
+
+
 @dataclass
 class AccessTrail:
-    """Append-only record of who did or read what; ``verify`` walks the hash chain."""
+    """Append-only record of who did or read what; ``verify`` walks the hash chain, and the
+    chain head is anchored outside the store (service/audit_anchor.py)."""
 
     store: UnitOfWork
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    signer: Signer | None = None
+    on_anchor: Callable[[], None] = lambda: None  # wake the outbox relay: the anchor leaves at once
 
-    async def record(self, who: Identity, action: str, patient: PatientKey | None, outcome: int, source: str) -> None:
-        row = {
+    async def record(self, who: Identity, action: str, patient: PatientKey | None, outcome: int, source: str, *, anchor: bool = False) -> None:
+        """``anchor``: a state-changing request: the new head is anchored in the same transaction."""
+        row: dict[str, Any] = {
             "at": self.clock().isoformat(),
             "subject": who.subject[:200],
             "roles": ",".join(sorted(r.value for r in who.roles)),
@@ -154,11 +175,59 @@ class AccessTrail:
             "source": source[:64],
         }
 
-        def tx(repo: Repositories) -> None:
-            prev = repo.last_access_hash() or GENESIS  # under the store's single writer (and a lock on PostgreSQL)
-            repo.append_access({**row, "prev_hash": prev, "hash": _chain(prev, row)})
+        def tx(repo: Repositories) -> Anchor | None:
+            seq, prev = repo.last_access_head()  # under the store's single writer (and a lock on PostgreSQL)
+            entry = {**row, "seq": seq + 1}
+            digest = _chain(prev or GENESIS, _body(entry))
+            repo.append_access({**entry, "prev_hash": prev or GENESIS, "hash": digest})
+            return self._anchor(repo, seq + 1, digest) if anchor else None
 
-        await self.store.write(tx)
+        written = await self.store.write(tx)
+        if written is not None:
+            self._announce(written)
+
+    async def anchor_now(self) -> Anchor | None:
+        """The periodic anchor of the head as the store holds it (None: an empty trail)."""
+
+        def tx(repo: Repositories) -> Anchor | None:
+            seq, head = repo.last_access_head()
+            return self._anchor(repo, seq, head) if head else None
+
+        written = await self.store.write(tx)
+        if written is not None:
+            self._announce(written)
+        return written
+
+    def _anchor(self, repo: Repositories, seq: int, digest: str) -> Anchor:
+        a = Anchor(seq, digest, self.clock().astimezone(UTC).isoformat())
+        a = self.signer.sign(a) if self.signer else a
+        repo.add_alerts([anchor_entry(a)])  # leaves through the outbox as a rems.audit message
+        return a
+
+    def _announce(self, a: Anchor) -> None:
+        log.info("audit_anchor", anchor=a.as_dict())  # the log is the other place outside the store
+        self.on_anchor()
+
+    async def chain(self) -> tuple[list[tuple[str, str]], int | None]:
+        """(hash, at) of every entry in order, and the position where its links break (or None)."""
+
+        def walk(repo: Repositories) -> tuple[list[tuple[str, str]], int | None]:
+            prev, broken = GENESIS, None
+            out: list[tuple[str, str]] = []
+            for r in repo.access_chain():
+                n = len(out) + 1
+                seq_ok = r.get("seq") is None or r["seq"] == n
+                if broken is None and (not seq_ok or r["prev_hash"] != prev or r["hash"] != _chain(prev, _body(r))):
+                    broken = n
+                out.append((str(r["hash"]), str(r["at"])))
+                prev = r["hash"]
+            return out, broken
+
+        return await self.store.read(walk)
+
+    async def verify_against(self, anchors: list[Anchor], public_key_file: Path | None = None) -> Findings:
+        entries, broken = await self.chain()
+        return check(entries, broken, anchors, public_key_file)
 
     async def show(self, patient: PatientKey | None = None, limit: int = 500) -> list[dict[str, Any]]:
         return await self.store.read(lambda repo: repo.access_rows(patient, limit))
@@ -169,8 +238,7 @@ class AccessTrail:
         def walk(repo: Repositories) -> tuple[int, int | None]:
             prev, n = GENESIS, 0
             for r in repo.access_chain():
-                body = {k: r[k] for k in ("at", "subject", "roles", "action", "patient_id", "patient_authority", "outcome", "source")}
-                if r["prev_hash"] != prev or r["hash"] != _chain(prev, body):
+                if (r.get("seq") is not None and r["seq"] != n + 1) or r["prev_hash"] != prev or r["hash"] != _chain(prev, _body(r)):
                     return n, int(r["id"])
                 prev, n = r["hash"], n + 1
             return n, None

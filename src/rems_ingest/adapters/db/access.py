@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from rems_ingest.adapters.db.schema import access_audit, api_token
@@ -35,11 +35,16 @@ class AccessRecords:
         done = self.conn.execute(update(api_token).where(api_token.c.id == token_id, api_token.c.revoked_at.is_(None)).values(revoked_at=at))
         return bool(done.rowcount)
 
-    def last_access_hash(self) -> str | None:
+    def last_access_head(self) -> tuple[int, str | None]:
+        """(the head's sequence number, its hash); (0, None) for an empty trail. A head written
+        before sequence numbers (schema 0007) is numbered by counting, once."""
         if self.pg:
             self.conn.execute(text(f"SELECT pg_advisory_xact_lock({_TRAIL_LOCK})"))
-        row = self.conn.execute(select(access_audit.c.hash).order_by(access_audit.c.id.desc()).limit(1)).fetchone()
-        return row[0] if row else None
+        row = self.conn.execute(select(access_audit.c.seq, access_audit.c.hash).order_by(access_audit.c.id.desc()).limit(1)).fetchone()
+        if row is None:
+            return 0, None
+        seq = row[0] if row[0] is not None else int(self.conn.execute(select(func.count()).select_from(access_audit)).scalar_one())
+        return int(seq), str(row[1])
 
     def append_access(self, row: dict[str, Any]) -> None:
         self.conn.execute(insert(access_audit).values(**row))

@@ -185,5 +185,6 @@ access_audit = Table(
     Column("source", String(64), nullable=False),  # the client address
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=True),  # its place in the chain, in the hash (NULL: written before 0007)
 )
 Index("ix_access_audit_patient", access_audit.c.patient_id, access_audit.c.patient_authority)

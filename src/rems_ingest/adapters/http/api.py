@@ -36,6 +36,9 @@ def _error(status: int, code: str, detail: str, headers: dict[str, str] | None =
     return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
 
 
+TRAIL_NOTE = web.RequestKey("trail_note", str)  # what a handler adds to its line in the access trail
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error is a JSON body, the framework's own 404, 405 and 413 included; an
@@ -137,7 +140,8 @@ def build_app(
                     if trail is not None:
                         subject_of = await patient(request) if patient else None
                         try:
-                            await trail.record(who, action, subject_of, status, request.remote or "")
+                            note = request.get(TRAIL_NOTE, "")  # e.g. an event's type, id and author: in the chain
+                            await trail.record(who, f"{action} {note}".strip(), subject_of, status, request.remote or "", anchor=request.method not in ("GET", "HEAD") and status < 400)
                         except Exception as exc:  # noqa: BLE001 - reported; the answer is already decided
                             log.error("access_trail_write_failed", error=type(exc).__name__)
 
@@ -185,6 +189,7 @@ def build_app(
                 raise InvalidInput(f"by is the authenticated subject ({who.subject}); leave it out or send that")
             body["by"] = who.subject
         cmd = RecordEvent.from_mapping(body)
+        request[TRAIL_NOTE] = f"{cmd.type} {cmd.event_id} by {cmd.by}"[:100]
         view = await clinic.record_event(key(request), cmd, actor=who.subject, care_team=who.via != "none")
         return web.json_response(view, status=200 if view.get("duplicate") else 201)
 

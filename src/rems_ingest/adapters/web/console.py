@@ -24,6 +24,7 @@ from aiohttp import web
 
 from rems_ingest.adapters.http.identity import ANONYMOUS, Authenticator, TooManyFailures, Unauthenticated
 from rems_ingest.adapters.web.chart import STATUS_NAMES, bands, sparkline, svg
+from rems_ingest.adapters.web.decisions import CONFIRMED, consequence, patient_named
 from rems_ingest.adapters.web.oidc_login import OidcLogin
 from rems_ingest.core.errors import CoreError, InvalidInput
 from rems_ingest.core.model import CLINICAL_EVENT_TYPES, PatientKey
@@ -110,7 +111,7 @@ class Console:
 
     async def audit(self, who: Identity, action: str, key: PatientKey | None, status: int, request: web.Request) -> None:
         if self.trail is not None:
-            await self.trail.record(who, action, key, status, request.remote or "")
+            await self.trail.record(who, action, key, status, request.remote or "", anchor=request.method == "POST" and status < 400)
 
     def forbidden(self, request: web.Request, who: Identity, token: str, what: str) -> web.Response:
         return self.render("base.html", request, who, token, status=403, error=f"{who.subject} may not {what}")
@@ -236,7 +237,7 @@ class Console:
         except (CoreError, Conflict, NotFound, InvalidOperation) as exc:
             await self.audit(who, "ui.patient.event", key, 422, request)
             return await self.patient_page(request, error=str(exc) or "temperature_c must be a number")
-        await self.audit(who, "ui.patient.event", key, 201, request)
+        await self.audit(who, f"ui.patient.event {cmd.type} {cmd.event_id}", key, 201, request)  # the author and what: in the chain
         raise web.HTTPSeeOther(f"/ui/patients/{request.match_info['id']}?authority={request.query.get('authority', '')}")
 
     async def post_void(self, request: web.Request) -> web.Response:
@@ -392,21 +393,9 @@ class Console:
         m = await self.feeds.message(mid) if self.feeds else None
         if m is None:
             return self.render("base.html", request, who, token, status=404, error=f"no stored message {mid}")
-        await self.audit(who, f"ui.message.raw #{mid}", None, 200, request)
-        raw = bytes(m.pop("raw") or b"").decode(m.get("charset") or "utf-8", "replace").replace("\r", "\n")
+        raw = bytes(m.pop("raw") or b"").decode(m.get("charset") or "utf-8", "replace")
+        first = (m.get("results") or [{}])[0]  # raw HL7 names the patient: the view is on that patient's trail
+        await self.audit(who, f"ui.message.raw #{mid}", PatientKey(first["patient_id"], first["authority"]) if first.get("patient_id") else patient_named(raw), 200, request)
+        raw = raw.replace("\r", "\n")
         return self.render("message.html", request, who, token, m=m, raw=raw, errors=json.loads(m.get("ack_detail") or "[]"), status_names=STATUS_NAMES)
 
-
-CONFIRMED = ("discontinue", "override", "rechallenge")  # decisions the console asks to confirm, naming what follows
-
-
-def consequence(cmd: RecordEvent, view: dict[str, Any]) -> str:
-    """What the decision does, in the words a prescriber checks before confirming it."""
-    latest = view.get("latest_anc") or {}
-    anc = f"ANC {latest['per_ul']:,.0f}/uL ({latest['category']}, drawn {latest['drawn_on']})" if latest else "no ANC on record"
-    if cmd.type == "discontinue":
-        how = "an abrupt stop" if cmd.abrupt else "a planned taper"
-        return f"This stops clozapine from {cmd.on} as {how}: the pharmacy may no longer dispense it. The latest result is {anc}."
-    if cmd.type == "override":
-        return f"This lets the pharmacy dispense clozapine while the latest result is {anc}, under your rationale."
-    return f"This restarts clozapine after severe neutropenia (latest result {anc}): the pharmacy may dispense again and monitoring restarts."
