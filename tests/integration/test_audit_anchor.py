@@ -112,7 +112,7 @@ async def test_verify_against_anchors_names_each_kind_of_tampering(store: Store,
     assert (await trail.verify_against(anchors)).holds
     tamper, said = TAMPERING[kind]
     await store.write(lambda c: tamper(c))
-    checked, broken = await trail.verify()
+    _checked, broken = await trail.verify()
     assert broken is None  # the chain alone still "holds": this is what the anchors are for
     findings = await trail.verify_against(anchors)
     assert not findings.holds and any(said in line for line in findings.lines()), findings.lines()
@@ -139,7 +139,7 @@ def test_audit_verify_reads_anchors_from_the_log_on_stdin(tmp_path: Path) -> Non
     s = Store(f"sqlite:///{db}")
     s.migrate()
     s.start()
-    trail, anchors = asyncio.run(_trail_with_anchors(s))
+    _trail, anchors = asyncio.run(_trail_with_anchors(s))
     s.write_sync(lambda c: _delete_tail(c))
     s.close()
     log = "\n".join(json.dumps({"event": "audit_anchor", "level": "info", "anchor": a.as_dict()}) for a in anchors) + "\nnot json\n"
