@@ -34,10 +34,10 @@ MAX_DESIGNEES = 20
 
 
 def designees_of(value: Any) -> tuple[str, ...]:
-    """A care team list: strings (a CSV cell may separate them with ';'), each checked."""
+    """A care team list: strings (a CSV cell or a form field separates them with ';' or ','), each checked."""
     if value is None or value == "":
         return ()
-    items = value.split(";") if isinstance(value, str) else value
+    items = [i for i in value.replace(",", ";").split(";") if i.strip()] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
         raise InvalidInput("designees must be a list of prescriber or clinic staff ids")
     out = tuple(dict.fromkeys(_checked(i, "designee", required=True) for i in items))

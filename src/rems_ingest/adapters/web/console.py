@@ -297,7 +297,7 @@ class Console:
             await self.audit(who, "ui.patient.reassign", key, 403, request)
             return self.forbidden(request, who, token, "change a patient's prescriber or pharmacy")
         try:
-            team = designees_of([d.strip() for d in form.get("designees", "").split(",") if d.strip()]) if "designees" in form else None
+            team = designees_of(form.get("designees", "")) if "designees" in form else None
             await self.clinic.reassign(key, form.get("prescriber_id", ""), form.get("pharmacy_id", ""), actor=who.subject, designees=team)
         except (CoreError, NotFound) as exc:
             await self.audit(who, "ui.patient.reassign", key, 422, request)
