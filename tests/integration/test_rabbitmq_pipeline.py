@@ -310,3 +310,29 @@ async def test_voiding_a_discontinue_restores_the_prior_state_and_tells_the_phar
     assert again["authorized"] is True
     record = await d.services.worklists.record(key)
     assert record is not None and [e.voided for e in record["events"] if getattr(e, "type", "") == "discontinue"] == ["DR1: entered in error: wrong patient"]
+
+
+async def test_the_access_trails_anchor_reaches_the_audit_queue_and_no_alert_queue(pipeline, rabbitmq_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue #26: the chain head leaves the store as a rems.audit message (not an alert)."""
+    from rems_ingest.service.access import Identity, Role
+
+    d, topo = pipeline
+    await d.services.trail.record(Identity("DR1", frozenset({Role.PRESCRIBER})), "patient.event override E-1 by DR1", None, 201, "127.0.0.1", anchor=True)
+    conn = await aio_pika.connect(rabbitmq_url)
+    ch = await conn.channel()
+    names = list(topo.queues)
+    audit_q, clinic_q = await ch.get_queue(names[3]), await ch.get_queue(names[2])
+    msg = None
+    for _ in range(100):
+        msg = await audit_q.get(fail=False)
+        if msg is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert msg is not None, "no anchor on the audit queue"
+    body = json.loads(msg.body)
+    await msg.ack()
+    stray = await clinic_q.get(fail=False)
+    await conn.close()
+    assert (body["schema"], body["seq"]) == ("rems.audit.anchor/1", 1) and len(body["hash"]) == 64
+    assert msg.message_id and names[3].endswith(".audit")
+    assert stray is None  # the clinic's complete alert feed carries alerts only

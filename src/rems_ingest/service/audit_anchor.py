@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rems_ingest.service.outbox import OutboxEntry
 
 SCHEMA = "rems.audit.anchor/1"
-ROUTING_KEY = "alert.audit.anchor"  # bound to the rems.audit queue (adapters/amqp/topology.py)
+ROUTING_KEY = "audit.anchor"  # bound to the rems.audit queue only (not an alert: rems.clinic takes alert.#) (adapters/amqp/topology.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ def _queues(prefix: str) -> dict[str, tuple[str, ...]]:
         # every kind is routable somewhere: the complete clinical feed (EHR / audit consumers)
         f"{prefix}.clinic": ("alert.#",),
         # the access trail's anchors, for whoever keeps them beyond the database's reach
-        f"{prefix}.audit": ("alert.audit.anchor",),
+        f"{prefix}.audit": ("audit.anchor",),
     }
 
 
