@@ -110,8 +110,9 @@ def stored(db: Path) -> dict[str, tuple[str, int]]:
 
 
 def outbox(db: Path) -> tuple[set[str], int]:
-    """(every alert id in the outbox, how many are still unpublished)."""
+    """(every alert id in the outbox, how many rows are still unpublished). The access trail's
+    anchors share the outbox but are not alerts (they go to rems.audit, not the alert queues)."""
     with sqlite3.connect(db) as conn:
-        ids = {r[0] for r in conn.execute("SELECT alert_id FROM outbox")}
+        ids = {r[0] for r in conn.execute("SELECT alert_id FROM outbox WHERE kind <> 'audit.anchor'")}
         pending = conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
     return ids, int(pending)
