@@ -11,6 +11,7 @@ import asyncio
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -176,40 +177,38 @@ class Daemon:
             self._sweep_retry = False
             self.supervisor.beat("overdue_sweeper")
 
-    async def _feed_watchdog(self) -> None:
-        """Every sweep.feed_check_seconds: is each registered lab feed still sending? A failed
-        look propagates to the supervisor (logged, counted, restarted, shown on /readyz)."""
-        while not self.stop.is_set():
-            await self.services.watchdog.check()
-            self.supervisor.beat("feed_watchdog")
-            try:
-                await asyncio.wait_for(self.stop.wait(), self.settings.sweep.feed_check_seconds)
-            except TimeoutError:
-                pass
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True as soon as the daemon is stopping."""
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except TimeoutError:
+            pass
+        return self.stop.is_set()
 
-    async def _audit_anchor(self) -> None:
-        """Every audit.anchor_seconds: the access trail's head, to the log and the broker."""
+    async def _every(self, name: str, seconds: float, work: Callable[[], Awaitable[object]], *, first_wait: bool = False) -> None:
+        """A periodic background task: ``work``, a heartbeat, a pause. A failure propagates to
+        the supervisor (logged, counted, restarted, shown on /readyz when it keeps failing)."""
+        if first_wait and await self._stopped_within(seconds):
+            return
         while not self.stop.is_set():
-            try:
-                await asyncio.wait_for(self.stop.wait(), self.settings.audit.anchor_seconds)
-            except TimeoutError:
-                pass
-            if self.stop.is_set():
+            await work()
+            self.supervisor.beat(name)
+            if await self._stopped_within(seconds):
                 return
-            await self.services.trail.anchor_now()
-            self.supervisor.beat("audit_anchor")
 
-    async def _checkpoints(self, every: float = 0.25) -> None:
+    def _feed_watchdog(self) -> Awaitable[None]:
+        """Every sweep.feed_check_seconds: is each registered lab feed still sending?"""
+        return self._every("feed_watchdog", self.settings.sweep.feed_check_seconds, self.services.watchdog.check)
+
+    def _audit_anchor(self) -> Awaitable[None]:
+        """Every audit.anchor_seconds: the access trail's head, to the log and the broker."""
+        return self._every("audit_anchor", self.settings.audit.anchor_seconds, self.services.trail.anchor_now, first_wait=True)
+
+    def _checkpoints(self, every: float = 0.25) -> Awaitable[None]:
         """SQLite: checkpoint the WAL on a thread of its own, so no message's commit pays for
-        copying pages into the database (see Store.checkpoint). A failure propagates to the
-        supervisor; the writer's own backstop checkpoint keeps the WAL bounded meanwhile."""
-        while not self.stop.is_set():
-            await asyncio.to_thread(self.store.checkpoint)
-            self.supervisor.beat("wal_checkpoint")
-            try:
-                await asyncio.wait_for(self.stop.wait(), every)
-            except TimeoutError:
-                pass
+        copying pages into the database (see Store.checkpoint); the writer's own backstop
+        checkpoint keeps the WAL bounded while this one is failing."""
+        return self._every("wal_checkpoint", every, lambda: asyncio.to_thread(self.store.checkpoint))
 
     async def _snapshots(self) -> None:
         """Once after an upgrade to schema 0005 (or a change of rules profile): snapshot the
